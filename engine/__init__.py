@@ -1,0 +1,34 @@
+"""ticklot engine: exact integer-tick order books, klines and positions in Cython.
+
+Public names are re-exported here; see each module's docstring for details.
+"""
+from __future__ import annotations
+
+from engine.errors import (
+    BookCrossedError,
+    BookError,
+    DecimalError,
+    DecodeError,
+    EngineError,
+    FeedError,
+    InvalidTransition,
+    SequenceGapError,
+)
+from engine._core.instrument import Instrument
+from engine.book import LEVEL_DTYPE, CrossPolicy, OrderBook, Side
+
+__all__ = [
+    "BookCrossedError",
+    "BookError",
+    "CrossPolicy",
+    "DecimalError",
+    "DecodeError",
+    "EngineError",
+    "FeedError",
+    "Instrument",
+    "InvalidTransition",
+    "LEVEL_DTYPE",
+    "OrderBook",
+    "SequenceGapError",
+    "Side",
+]

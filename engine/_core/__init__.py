@@ -1,0 +1,1 @@
+"""Cython core: typed-memory state (decimal conversion, instruments, book, kline, orders)."""

@@ -1,0 +1,70 @@
+# C-level contract of the L2 order book. Decoders cimport this and call the cdef
+# methods with the GIL held; every one applies whole or not at all and raises on
+# bad input, leaving the book exactly as it was.
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from engine._core.types cimport Level, LevelUpdate
+from engine._core.instrument cimport Instrument
+
+# One side of the book. Memory: `buf` is owned by the OrderBook (PyMem_Malloc'd,
+# freed in __dealloc__); levels live in buf[lo:hi], sorted worst first, so the best
+# level is buf[hi - 1] and changes near the touch move only the few levels above them.
+# Free room is kept at both ends, so an insert shifts whichever part is shorter.
+ctypedef struct BookSide:
+    Level* buf
+    Py_ssize_t lo
+    Py_ssize_t hi
+    Py_ssize_t capacity
+    bint is_bid
+
+# Undo record for whole-or-nothing batches.
+ctypedef struct JournalEntry:
+    int64_t price_ticks
+    int64_t old_qty_lots
+    int32_t side
+
+cdef enum CrossPolicyCode:
+    CROSS_RAISE = 0      # reject the update (BookCrossedError), book unchanged
+    CROSS_PRUNE = 1      # remove the stale opposite levels the update crosses
+    CROSS_ALLOW = 2      # keep both; is_crossed() reports it
+
+
+cimport cython
+
+@cython.final
+cdef class OrderBook:
+    cdef readonly Instrument instrument
+    cdef BookSide sides[2]
+    # Sequence tracking: the last applied venue update id and its event time (ns).
+    cdef public int64_t last_update_id
+    cdef public int64_t event_ts_ns
+    # Counts every state change; lets views and callers detect staleness cheaply.
+    cdef readonly uint64_t version
+    cdef readonly int cross_policy     # CrossPolicyCode
+    cdef readonly Py_ssize_t max_depth # levels kept per side; 0: unlimited
+    cdef readonly uint64_t pruned_levels  # stale levels removed under CROSS_PRUNE
+    cdef Py_ssize_t exports            # live zero-copy views; no reallocation while > 0
+    cdef JournalEntry* journal         # owned, grows to the largest batch seen
+    cdef Py_ssize_t journal_capacity
+
+    # --- C API for decoders (GIL held) ---
+    cdef int apply_updates(self, const LevelUpdate* updates, Py_ssize_t n) except -1
+    cdef int replace_with(self, const LevelUpdate* levels, Py_ssize_t n) except -1
+    cdef int set_level(self, int side, int64_t price_ticks, int64_t qty_lots) except -1
+    cdef bint best_level(self, int side, Level* out) noexcept nogil
+    cdef Py_ssize_t level_count_c(self, int side) noexcept nogil
+
+    # --- internals (declared here because Cython requires it) ---
+    cdef int _reserve(self, int side, Py_ssize_t extra) except -1
+    cdef int _reserve_total(self, int side, Py_ssize_t need) except -1
+    cdef int _reserve_journal(self, Py_ssize_t n) except -1
+    cdef bint _crossed(self) noexcept nogil
+    cdef Py_ssize_t _prune_crossed(self, int fresh_side) noexcept nogil
+    cdef void _trim_depth(self) noexcept nogil
+    cdef Py_ssize_t _sorted_side(self, const LevelUpdate* levels, Py_ssize_t n, int side, Level* out) noexcept nogil
+    cdef void _load_side(self, int side, const Level* src, Py_ssize_t n) noexcept nogil
+    cdef int _begin_batch(self, Py_ssize_t n_bid, Py_ssize_t n_ask, Py_ssize_t n) except -1
+    cdef void _journaled_write(self, Py_ssize_t i, int side, int64_t price_ticks, int64_t qty_lots) noexcept nogil
+    cdef void _rollback(self, Py_ssize_t n) noexcept nogil
+    cdef int _finish_batch(self, Py_ssize_t n) except -1
+    cdef int _raise_crossed_batch(self, Py_ssize_t n) except -1
+    cdef object _export(self, int side, object n, bint copy)
