@@ -16,6 +16,7 @@ from engine.errors import (
 )
 from engine._core.instrument import Instrument
 from engine.book import LEVEL_DTYPE, CrossPolicy, OrderBook, Side
+from engine.engine import Engine, Trade
 
 __all__ = [
     "BookCrossedError",
@@ -23,6 +24,7 @@ __all__ = [
     "CrossPolicy",
     "DecimalError",
     "DecodeError",
+    "Engine",
     "EngineError",
     "FeedError",
     "Instrument",
@@ -31,4 +33,5 @@ __all__ = [
     "OrderBook",
     "SequenceGapError",
     "Side",
+    "Trade",
 ]

@@ -1,0 +1,751 @@
+"""Connection lifecycle shared by every venue: one ``Feed`` per venue connection.
+
+The feed owns the socket (picows, on whatever loop runs it: uvloop by default through
+``engine.Engine``, plain asyncio works too), and everything that is the same for every
+protocol:
+
+- connect timeout; TLS with certificate verification on by default for ``wss://``
+  (``SessionOptions.ssl_context`` to pin a CA, ``verify_tls=False`` only for tests);
+- headers and query parameters (values may be ``Secret``);
+- a maximum message size per venue (picows closes with 1009 on a bigger frame; the
+  feed reconnects with reason "oversize frame");
+- heartbeats: the venue's ``heartbeat`` every ``heartbeat_interval_s``, and optional
+  WebSocket-level pings (picows auto-ping) for protocols that use them;
+- stale-feed detection: no frame for ``stale_after_s`` -> status "stale", reconnect;
+- reconnect with exponential backoff, jitter and a cap; the venue resubscribes and
+  resyncs in its ``on_open``; terminal errors (bad credentials, permission denied,
+  terminal close codes) end the feed in status "failed";
+- clean shutdown: ``await feed.close()`` closes the socket and every task it started;
+- status events: connecting, connected, subscribed, stale, reconnecting, failed,
+  closed, each with a reason;
+- counters: frames, bytes, decode errors, gaps, resyncs, reconnects, and
+  receive-to-callback latency percentiles from a fixed-size ring of samples;
+- optional recording of every raw frame with its receive time (``recorder``).
+
+Secrets never reach logs, reprs or errors: wrap tokens in ``Secret`` (its repr is
+masked); every message the feed logs or puts in a status reason goes through
+``mask_secrets`` which replaces any revealed secret value with ``***``.
+
+Hot path: picows calls ``_Listener.on_ws_frame`` with a frame whose payload borrows the
+read buffer; the listener takes the receive time, bumps two counters and hands the
+memoryview to the venue's ``on_frame`` (a Cython decoder) in the same call. Nothing is
+copied unless recording is on.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import ssl
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSInvalidStatusError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
+
+from engine.errors import DecodeError, FeedError
+from feeds.venue import CloseInfo, Reconnect, Terminal, Venue
+
+log = logging.getLogger("feeds.session")
+
+__all__ = [
+    "Feed",
+    "FeedCounters",
+    "FeedStatus",
+    "LatencyRing",
+    "Recorder",
+    "Secret",
+    "SessionOptions",
+    "StatusEvent",
+    "mask_secrets",
+]
+
+
+class Secret:
+    """A credential (token, API key) whose repr and str are masked.
+
+    ``reveal()`` returns the value; call it only where the value goes on the wire.
+    Every Secret value (4+ characters) is remembered in a process-wide set so that
+    ``mask_secrets`` can scrub it out of any text a library might produce, such as an
+    exception message that echoes a URL with a token in its query string. The set only
+    grows by the number of distinct credentials a process uses.
+
+    >>> s = Secret("abc123xyz")
+    >>> s, str(s)
+    (Secret('***'), '***')
+    >>> s.reveal()
+    'abc123xyz'
+    """
+
+    __slots__ = ("_value",)
+    _registry: set[str] = set()
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError("Secret value must be a str")
+        self._value = value
+        if len(value) >= 4:  # masking 1-3 character strings would scramble ordinary text
+            Secret._registry.add(value)
+
+    def reveal(self) -> str:
+        """The secret itself. O(1)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret cannot be pickled")
+
+    @classmethod
+    def wrap(cls, value: "str | Secret | None") -> "Secret | None":
+        """``None`` stays None, a Secret stays itself, a str becomes a Secret."""
+        if value is None or isinstance(value, Secret):
+            return value
+        return cls(value)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace every known secret value in ``text`` with ``***``. O(len(text) * secrets)."""
+    for value in Secret._registry:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _reveal(value: "str | Secret") -> str:
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+class _MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Logger adapter handed to picows so nothing it logs (URLs on redirect, handshake
+    errors) can leak a token."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            self.logger.log(level, mask_secrets(text), **kwargs)
+
+
+class FeedStatus(str, enum.Enum):
+    """Lifecycle states reported through status callbacks."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    SUBSCRIBED = "subscribed"
+    STALE = "stale"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One status change: ``feed`` is the venue name, ``ts_ns`` wall-clock ns."""
+
+    feed: str
+    status: FeedStatus
+    reason: str
+    ts_ns: int
+
+
+class LatencyRing:
+    """Fixed-size ring of latency samples in ns; memory never grows.
+
+    ``add`` is O(1); ``percentiles`` sorts a copy of the live samples (O(n log n),
+    cold path only). The ring keeps the most recent ``capacity`` samples."""
+
+    __slots__ = ("_buf", "_capacity", "_next", "count")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self._buf = array("q", bytes(8 * capacity))
+        self._capacity = capacity
+        self._next = 0
+        self.count = 0  # samples ever added
+
+    def add(self, ns: int) -> None:
+        """Record one sample (negative values, from a clock step, count as 0)."""
+        i = self._next
+        self._buf[i] = ns if ns > 0 else 0
+        i += 1
+        self._next = 0 if i == self._capacity else i
+        self.count += 1
+
+    def samples(self) -> list[int]:
+        """The live samples, oldest first (a copy)."""
+        n = min(self.count, self._capacity)
+        if self.count <= self._capacity:
+            return self._buf[:n].tolist()
+        return (self._buf[self._next:] + self._buf[: self._next]).tolist()
+
+    def percentiles(self, qs: tuple[float, ...] = (50.0, 90.0, 99.0)) -> dict[str, int]:
+        """Nearest-rank percentiles of the live samples, keys like ``"p50"``; plus
+        ``"max"``. Empty dict when no sample was recorded."""
+        data = sorted(self.samples())
+        if not data:
+            return {}
+        out: dict[str, int] = {}
+        for q in qs:
+            rank = max(0, min(len(data) - 1, int(round(q / 100.0 * len(data) + 0.5)) - 1))
+            out[f"p{q:g}"] = data[rank]
+        out["max"] = data[-1]
+        return out
+
+    def clear(self) -> None:
+        """Forget every sample."""
+        self._next = 0
+        self.count = 0
+
+
+class FeedCounters:
+    """Per-feed counters (plain ints, updated on the hot path without locks: one loop
+    thread owns them)."""
+
+    __slots__ = (
+        "frames", "bytes", "decode_errors", "gaps", "resyncs", "reconnects",
+        "callback_errors", "latency",
+    )
+
+    def __init__(self, latency_capacity: int = 4096) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.decode_errors = 0
+        self.gaps = 0
+        self.resyncs = 0
+        self.reconnects = 0
+        self.callback_errors = 0
+        self.latency = LatencyRing(latency_capacity)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Snapshot of every counter plus latency percentiles (``latency_ns``)."""
+        return {
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "decode_errors": self.decode_errors,
+            "gaps": self.gaps,
+            "resyncs": self.resyncs,
+            "reconnects": self.reconnects,
+            "callback_errors": self.callback_errors,
+            "latency_ns": self.latency.percentiles(),
+        }
+
+    def __repr__(self) -> str:
+        return (f"FeedCounters(frames={self.frames}, bytes={self.bytes}, "
+                f"decode_errors={self.decode_errors}, gaps={self.gaps}, "
+                f"resyncs={self.resyncs}, reconnects={self.reconnects})")
+
+
+class Recorder(Protocol):
+    """What a frame recorder offers the feed (``feeds.recording`` implements it)."""
+
+    def write(self, recv_ns: int, payload: memoryview) -> None: ...  # pragma: no cover
+
+
+@dataclass
+class SessionOptions:
+    """Connection options; venue class attributes give the defaults for ``None``.
+
+    Times are seconds. ``backoff_initial_s * backoff_factor ** attempt``, capped at
+    ``backoff_max_s``, scaled by a uniform factor in ``[1 - jitter, 1]``, is the wait
+    before reconnect attempt ``attempt`` (reset to 0 once a connection subscribes).
+    ``max_attempts``: consecutive failed attempts before giving up ("failed"); None
+    retries forever. ``seed`` makes the jitter reproducible."""
+
+    connect_timeout_s: float = 10.0
+    verify_tls: bool = True
+    ssl_context: ssl.SSLContext | None = None
+    max_message_size: int | None = None
+    stale_after_s: float | None = None
+    heartbeat_interval_s: float | None = None
+    ws_ping_interval_s: float | None = None
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 15.0
+    backoff_factor: float = 2.0
+    jitter: float = 0.3
+    max_attempts: int | None = None
+    seed: int | None = None
+    latency_capacity: int = 4096
+    recorder: Recorder | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONT = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
+_time_ns = time.time_ns
+
+
+class _Listener(WSListener):
+    """picows listener for one connection attempt. Hot path: ``on_ws_frame``."""
+
+    def __init__(self, feed: "Feed") -> None:
+        super().__init__()
+        self.feed = feed
+        self.counters = feed.counters
+        self.on_frame = feed.venue.on_frame
+        self.recorder = feed.options.recorder
+        self.max_size = feed._max_message_size
+        self.fragments: bytearray | None = None
+        self.peer_close: tuple[int, str] | None = None
+        self.transport: WSTransport | None = None
+        self.last_frame_ns = _time_ns()
+        self.disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.last_frame_ns = _time_ns()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        recv_ns = _time_ns()
+        self.last_frame_ns = recv_ns
+        msg_type = frame.msg_type
+        if (msg_type is _TEXT or msg_type is _BINARY) and frame.fin:
+            # Borrowed view of picows' read buffer: valid until this method returns.
+            payload = frame.get_payload_as_memoryview()
+        elif msg_type is _CLOSE:
+            self._on_close_frame(frame)
+            return
+        elif msg_type is _TEXT or msg_type is _BINARY or msg_type is _CONT:
+            assembled = self._on_fragment(frame)
+            if assembled is None:
+                return
+            payload = memoryview(assembled)
+        else:
+            return  # PING (auto-answered by picows) / PONG
+        counters = self.counters
+        counters.frames += 1
+        counters.bytes += len(payload)
+        if self.recorder is not None:
+            self.recorder.write(recv_ns, payload)
+        try:
+            self.on_frame(payload, recv_ns)
+        except DecodeError as exc:
+            counters.decode_errors += 1
+            log.warning("%s: dropped a bad frame: %s", self.feed.name, mask_secrets(str(exc)))
+        except FeedError as exc:
+            self.feed._abort(exc, transport=transport)
+        except Exception as exc:  # a decoder bug must not kill the loop; count and go on
+            counters.decode_errors += 1
+            log.error("%s: decoder raised %s", self.feed.name, mask_secrets(repr(exc)),
+                      exc_info=True)
+
+    def _on_fragment(self, frame: WSFrame) -> bytearray | None:
+        # Fragmented messages are rare on market feeds; assemble them into an owned
+        # buffer (the frames' payloads die with each callback) bounded by max_size.
+        if frame.msg_type is not _CONT:
+            self.fragments = bytearray()
+        if self.fragments is None:
+            self.feed._abort(FeedError("continuation frame without a start"), transport=self.transport)
+            return None
+        self.fragments += frame.get_payload_as_memoryview()
+        if len(self.fragments) > self.max_size:
+            self.fragments = None
+            self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, self.transport)
+            return None
+        if not frame.fin:
+            return None
+        done, self.fragments = self.fragments, None
+        return done
+
+    def _on_close_frame(self, frame: WSFrame) -> None:
+        raw = frame.get_payload_as_bytes()
+        code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else 0
+        reason = raw[2:].decode("utf-8", "replace")
+        self.peer_close = (code, mask_secrets(reason))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+
+class Feed:
+    """One venue connection, kept alive across reconnects until closed or failed.
+
+    Created by ``engine.Engine.connect``; start it with ``start()`` (inside a running
+    loop) and stop it with ``await close()``. ``counters`` and ``status`` may be read at
+    any time. Venues use ``send_text``, ``subscribed``, ``count_gap``, ``count_resync``,
+    ``resync`` and ``fail`` (see ``feeds.venue``)."""
+
+    def __init__(self, venue: Venue, options: SessionOptions | None = None,
+                 on_status: Callable[[StatusEvent], None] | None = None) -> None:
+        self.venue = venue
+        self.name = venue.name
+        self.options = options or SessionOptions()
+        self.counters = FeedCounters(self.options.latency_capacity)
+        self.status = FeedStatus.CLOSED
+        self.status_reason = "not started"
+        self.connected_once = False
+        self._on_status = on_status
+        o = self.options
+        self._max_message_size = o.max_message_size or venue.max_message_size
+        self._stale_after_s = o.stale_after_s if o.stale_after_s is not None else venue.stale_after_s
+        self._heartbeat_s = (o.heartbeat_interval_s if o.heartbeat_interval_s is not None
+                             else venue.heartbeat_interval_s)
+        self._ws_ping_s = o.ws_ping_interval_s if o.ws_ping_interval_s is not None else venue.ws_ping_interval_s
+        self._rng = random.Random(o.seed)
+        self._task: asyncio.Task[None] | None = None
+        self._transport: WSTransport | None = None
+        self._listener: _Listener | None = None
+        self._closing = False
+        self._abort_error: BaseException | None = None
+        self._attempt = 0
+        self._subscribed_evt: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._aux_tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"Feed({self.name!r}, status={self.status.value!r}, {self.counters!r})"
+
+    # ---- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start connecting in the running loop (idempotent). Returns at once."""
+        if self._task is not None and not self._task.done():
+            return
+        self._closing = False
+        self._subscribed_evt = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed:{self.name}")
+
+    @property
+    def running(self) -> bool:
+        """True while the connect/reconnect loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def wait_subscribed(self, timeout: float | None = None) -> None:
+        """Wait until the current connection reported ``subscribed``. Raises FeedError if
+        the feed fails or is closed first, TimeoutError after ``timeout`` seconds."""
+        if self._subscribed_evt is None or self._task is None:
+            raise FeedError("feed not started")
+        waiter = asyncio.ensure_future(self._subscribed_evt.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if waiter in done or self._subscribed_evt.is_set():
+            return
+        if self._task in done:
+            raise FeedError(f"{self.name}: {self.status.value}: {self.status_reason}",
+                            terminal=self.status is FeedStatus.FAILED)
+        raise TimeoutError(f"{self.name}: not subscribed after {timeout} s "
+                           f"(status {self.status.value}: {self.status_reason})")
+
+    async def close(self, reason: str = "closed by user") -> None:
+        """Close the socket and stop every task of this feed; status "closed".
+        Idempotent; safe to call from callbacks (it only schedules work there)."""
+        self._closing = True
+        self._close_reason = reason
+        if self._wake is not None:
+            self._wake.set()
+        transport = self._transport
+        if transport is not None and not transport.is_disconnected:
+            try:
+                transport.send_close(WSCloseCode.OK, b"client closing")
+            except Exception:
+                pass
+            transport.disconnect()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+        await self._cancel_aux()
+
+    async def wait_closed(self) -> None:
+        """Wait until the feed stopped (closed by the user or failed)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # ---- API for venues ------------------------------------------------------------
+    def send_text(self, data: bytes | str) -> None:
+        """Send one text message on the current connection (dropped with a debug log
+        when not connected: the venue resends its state in ``on_open``)."""
+        transport = self._transport
+        if transport is None or transport.is_disconnected:
+            log.debug("%s: send while disconnected dropped", self.name)
+            return
+        transport.send(WSMsgType.TEXT, data.encode() if isinstance(data, str) else data)
+
+    def subscribed(self, reason: str = "subscribed") -> None:
+        """The venue confirmed its subscriptions: status "subscribed", backoff reset."""
+        self._attempt = 0
+        if self._subscribed_evt is not None:
+            self._subscribed_evt.set()
+        self._set_status(FeedStatus.SUBSCRIBED, reason)
+
+    def count_gap(self) -> None:
+        """A sequence/offset gap was detected (the venue resyncs)."""
+        self.counters.gaps += 1
+
+    def count_resync(self) -> None:
+        """A book/channel was rebuilt from a snapshot after a gap."""
+        self.counters.resyncs += 1
+
+    def resync(self, reason: str) -> None:
+        """Drop the connection and reconnect (the venue resyncs in ``on_open``)."""
+        self._abort(FeedError(reason, terminal=False))
+
+    def fail(self, reason: str) -> None:
+        """Stop for good: close the connection; status "failed" with ``reason``."""
+        self._abort(FeedError(reason, terminal=True))
+
+    def spawn(self, coro: Any, name: str) -> "asyncio.Task[Any]":
+        """Run a helper coroutine owned by this feed (cancelled when the connection
+        closes); its exception, if any, aborts the connection."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
+        self._aux_tasks.add(task)
+        task.add_done_callback(self._aux_done)
+        return task
+
+    # ---- internals -------------------------------------------------------------------
+    def _aux_done(self, task: "asyncio.Task[Any]") -> None:
+        self._aux_tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, FeedError):
+                log.error("%s: %s failed: %s", self.name, task.get_name(), mask_secrets(repr(exc)))
+                exc = FeedError(f"{task.get_name()} failed: {type(exc).__name__}")
+            self._abort(exc)
+
+    async def _cancel_aux(self) -> None:
+        tasks = list(self._aux_tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._aux_tasks.clear()
+
+    def _abort(self, error: BaseException, code: WSCloseCode = WSCloseCode.GOING_AWAY,
+               transport: WSTransport | None = None) -> None:
+        # `transport` is given by the listener: a frame can arrive in the same read as the
+        # handshake reply, before ws_connect returned and self._transport was set.
+        if self._abort_error is None:
+            self._abort_error = error
+        if transport is None:
+            transport = self._transport
+        if transport is not None and not transport.is_disconnected:
+            try:
+                transport.send_close(code, b"")
+            except Exception:
+                pass
+            transport.disconnect()
+
+    def _set_status(self, status: FeedStatus, reason: str) -> None:
+        reason = mask_secrets(reason)
+        self.status = status
+        self.status_reason = reason
+        log.info("%s: %s (%s)", self.name, status.value, reason)
+        if self._on_status is not None:
+            self._on_status(StatusEvent(self.name, status, reason, _time_ns()))
+
+    def _ssl_context(self, url: str) -> ssl.SSLContext | None:
+        if not url.lower().startswith("wss://"):
+            return None
+        if self.options.ssl_context is not None:
+            return self.options.ssl_context
+        if self.options.verify_tls:
+            return ssl.create_default_context()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        log.warning("%s: TLS certificate verification is OFF", self.name)
+        return ctx
+
+    def _backoff_s(self) -> float:
+        o = self.options
+        base = min(o.backoff_max_s, o.backoff_initial_s * (o.backoff_factor ** max(self._attempt - 1, 0)))
+        return base * (1.0 - o.jitter * self._rng.random())
+
+    async def _run(self) -> None:
+        reason = "start"
+        try:
+            while not self._closing:
+                self._attempt += 1
+                o = self.options
+                if o.max_attempts is not None and self._attempt > o.max_attempts:
+                    self._set_status(FeedStatus.FAILED,
+                                     f"gave up after {o.max_attempts} attempts: {reason}")
+                    return
+                decision = await self._one_connection()
+                if self._closing:
+                    break
+                if isinstance(decision, Terminal):
+                    self._set_status(FeedStatus.FAILED, decision.reason)
+                    return
+                reason = decision.reason
+                self.counters.reconnects += 1
+                delay = self._backoff_s()
+                self._set_status(FeedStatus.RECONNECTING, f"{reason}; retry in {delay:.2f} s")
+                assert self._wake is not None
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+        finally:
+            await self._cancel_aux()
+            transport, self._transport = self._transport, None
+            if transport is not None and not transport.is_disconnected:
+                transport.disconnect(graceful=False)
+            if self.status is not FeedStatus.FAILED:
+                self._set_status(FeedStatus.CLOSED, getattr(self, "_close_reason", "closed"))
+
+    async def _one_connection(self) -> Reconnect | Terminal:
+        """One attempt: connect, open, pump frames until the socket closes; classify."""
+        self._abort_error = None
+        if self._subscribed_evt is not None:
+            self._subscribed_evt.clear()
+        self._set_status(FeedStatus.CONNECTING, f"attempt {self._attempt}")
+        try:
+            endpoint = self.venue.endpoint()
+            url = endpoint.url
+            if endpoint.params:
+                parts = urlsplit(url)
+                query = urlencode({k: _reveal(v) for k, v in endpoint.params.items()})
+                url = urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
+            headers = {k: _reveal(v) for k, v in endpoint.headers.items()}
+            timeout = self.options.connect_timeout_s
+            transport, listener = await asyncio.wait_for(
+                ws_connect(
+                    lambda: _Listener(self), url,
+                    ssl_context=self._ssl_context(url),
+                    websocket_handshake_timeout=timeout,
+                    max_frame_size=self._max_message_size,
+                    extra_headers=headers or None,
+                    enable_auto_ping=self._ws_ping_s is not None,
+                    auto_ping_idle_timeout=self._ws_ping_s or 10.0,
+                    auto_ping_reply_timeout=self._ws_ping_s or 10.0,
+                    logger_name=_MaskingAdapter(logging.getLogger(f"feeds.picows.{self.name}"), {}),
+                    max_redirects=0,
+                ),
+                timeout,
+            )
+        except WSInvalidStatusError as exc:
+            status = exc.response.status if exc.response is not None else 0
+            info = CloseInfo(int(status), f"handshake rejected: HTTP {int(status)}", True,
+                             FeedError(f"HTTP {int(status)}", terminal=int(status) in (401, 403)))
+            return self._decide(info)
+        except (OSError, WSError, asyncio.TimeoutError, TimeoutError) as exc:
+            kind = "connect timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else \
+                f"connect failed: {type(exc).__name__}: {mask_secrets(str(exc))}"
+            return self._decide(CloseInfo(0, kind, False, None))
+        if self._closing:
+            transport.disconnect(graceful=False)
+            return Reconnect("closing")
+        assert isinstance(listener, _Listener)
+        self._transport = transport
+        self._listener = listener
+        self.connected_once = True
+        self._set_status(FeedStatus.CONNECTED, endpoint_label(endpoint.url))
+        watchdog = asyncio.get_running_loop().create_task(self._watch(listener), name=f"{self.name}:watch")
+        try:
+            try:
+                opened = self.venue.on_open(self)
+                if opened is not None:
+                    await opened
+            except FeedError as exc:
+                self._abort(exc)
+            except Exception as exc:
+                log.error("%s: on_open failed", self.name, exc_info=True)
+                self._abort(FeedError(f"on_open failed: {type(exc).__name__}"))
+            await listener.disconnected
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+            await self._cancel_aux()
+            if not transport.is_disconnected:
+                transport.disconnect(graceful=False)
+            self._transport = None
+        return self._classify(transport, listener)
+
+    def _classify(self, transport: WSTransport, listener: _Listener) -> Reconnect | Terminal:
+        error = self._abort_error
+        if error is not None:
+            info = CloseInfo(0, mask_secrets(str(error)), False, error)
+        elif listener.peer_close is not None:
+            code, text = listener.peer_close
+            info = CloseInfo(code, f"closed by peer: {code} {text}".rstrip(), True, None)
+        else:
+            hs = transport.close_handshake
+            sent = hs.sent if hs is not None else None
+            if sent is not None and sent.code == WSCloseCode.MESSAGE_TOO_BIG:
+                info = CloseInfo(int(WSCloseCode.MESSAGE_TOO_BIG.value), "oversize frame", False, None)
+            elif sent is not None:
+                info = CloseInfo(int(sent.code.value), f"protocol error ({sent.code.value})", False, None)
+            else:
+                info = CloseInfo(0, "connection dropped", True, None)
+        return self._decide(info)
+
+    def _decide(self, info: CloseInfo) -> Reconnect | Terminal:
+        try:
+            return self.venue.on_close(info)
+        except Exception:
+            log.error("%s: on_close raised; reconnecting", self.name, exc_info=True)
+            return Reconnect(info.reason)
+
+    async def _watch(self, listener: _Listener) -> None:
+        """Stale detection and venue heartbeats for one connection."""
+        stale_s = self._stale_after_s
+        hb_s = self._heartbeat_s
+        ticks = [x for x in (stale_s, hb_s) if x]
+        if not ticks:
+            return
+        tick = max(0.01, min(ticks) / 4.0)
+        next_hb = time.monotonic() + (hb_s or 0.0)
+        while True:
+            await asyncio.sleep(tick)
+            now_ns = _time_ns()
+            if stale_s and now_ns - listener.last_frame_ns > stale_s * 1e9:
+                self._set_status(FeedStatus.STALE, f"no frame for {stale_s:g} s")
+                self._abort(FeedError(f"stale: no frame for {stale_s:g} s"))
+                return
+            if hb_s and time.monotonic() >= next_hb:
+                next_hb += hb_s
+                try:
+                    self.venue.heartbeat(now_ns)
+                except FeedError as exc:
+                    self._abort(exc)
+                    return
+
+
+def endpoint_label(url: str) -> str:
+    """``scheme://host:port/path`` without query or credentials (safe to log)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def options_from(mapping: Mapping[str, Any]) -> tuple[SessionOptions, dict[str, Any]]:
+    """Split keyword options into SessionOptions fields and the rest (venue options)."""
+    names = set(SessionOptions.__dataclass_fields__)
+    known = {k: v for k, v in mapping.items() if k in names}
+    rest = {k: v for k, v in mapping.items() if k not in names}
+    return SessionOptions(**known), rest

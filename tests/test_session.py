@@ -1,0 +1,308 @@
+"""Session layer over real loopback sockets, under asyncio and uvloop.
+
+A tiny picows server (defined here, scripted per test) plays the venue; a minimal
+``Venue`` subclass records what the session hands it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import pytest
+import uvloop
+from picows import WSCloseCode, WSListener, WSMsgType, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from engine.errors import DecodeError, FeedError
+from feeds.session import Feed, FeedStatus, LatencyRing, Secret, SessionOptions, StatusEvent, mask_secrets
+from feeds.venue import CloseInfo, Endpoint, Reconnect, Terminal, Venue
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: Any) -> Callable[[Any], Any]:
+    def runner(coro: Any) -> Any:
+        factory = uvloop.new_event_loop if request.param == "uvloop" else None
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(coro)
+    return runner
+
+
+class ServerConn(WSListener):
+    def __init__(self, server: "Server") -> None:
+        super().__init__()
+        self.server = server
+        self.transport: Any = None
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self.transport = transport
+        self.server.conns.append(self)
+        self.server.on_connect(self)
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self.server.received.append(frame.get_payload_as_bytes())
+
+    def send(self, data: bytes) -> None:
+        self.transport.send(WSMsgType.TEXT, data)
+
+
+class Server:
+    """Loopback picows server; ``on_connect(conn)`` scripts each connection."""
+
+    def __init__(self, on_connect: Callable[[ServerConn], None], reject_status: int = 0) -> None:
+        self.on_connect = on_connect
+        self.reject_status = reject_status
+        self.conns: list[ServerConn] = []
+        self.received: list[bytes] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.srv: Any = None
+
+    async def __aenter__(self) -> "Server":
+        def factory(request: Any) -> Any:
+            self.paths.append(request.path.decode() if isinstance(request.path, bytes) else str(request.path))
+            self.headers.append({k.lower(): v for k, v in request.headers.items()})
+            if self.reject_status:
+                return WSUpgradeResponseWithListener(
+                    WSUpgradeResponse.create_error_response(self.reject_status), None)
+            return ServerConn(self)
+        self.srv = await ws_create_server(factory, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.srv.sockets[0].getsockname()[1]}/ws"
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for c in self.conns:
+            if c.transport is not None:
+                c.transport.disconnect(False)
+        self.srv.close()
+        await self.srv.wait_closed()
+
+
+class EchoVenue(Venue):
+    """Records frames; b"bad" raises DecodeError, b"fatal" a terminal FeedError."""
+
+    name = "echo"
+    stale_after_s = None
+
+    def __init__(self, url: str, token: Secret | None = None, **kw: Any) -> None:
+        super().__init__(None, name="echo", url=url, token=token)  # type: ignore[arg-type]
+        self.frames: list[tuple[bytes, int]] = []
+        self.opens = 0
+        self.closes: list[CloseInfo] = []
+        self.heartbeats = 0
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def endpoint(self) -> Endpoint:
+        params = {"token": self.token} if self.token is not None else {}
+        return Endpoint(self.url, headers={"X-Api-Key": self.token} if self.token else {}, params=params)
+
+    def on_open(self, feed: Feed) -> None:
+        self.opens += 1
+        feed.send_text(b"hello")
+        feed.subscribed("echo ready")
+
+    def on_frame(self, payload: memoryview, recv_ns: int) -> None:
+        data = bytes(payload)
+        if data == b"bad":
+            raise DecodeError("bad frame", 0)
+        if data == b"fatal":
+            raise FeedError("permission denied", terminal=True)
+        self.frames.append((data, recv_ns))
+
+    def heartbeat(self, now_ns: int) -> None:
+        self.heartbeats += 1
+
+    def on_close(self, close: CloseInfo) -> Reconnect | Terminal:
+        self.closes.append(close)
+        if 3500 <= close.code <= 3999:
+            return Terminal(close.reason)
+        return super().on_close(close)
+
+
+FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=1, connect_timeout_s=2.0)
+
+
+def tasks_left() -> set[Any]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def test_secret_is_masked() -> None:
+    s = Secret("tok-SUPERSECRET-1")
+    assert repr(s) == "Secret('***')" and str(s) == "***" and f"{s}" == "***"
+    assert s.reveal() == "tok-SUPERSECRET-1"
+    assert mask_secrets("url ws://h/?token=tok-SUPERSECRET-1 x") == "url ws://h/?token=*** x"
+    assert Secret.wrap(None) is None and Secret.wrap(s) is s
+    with pytest.raises(TypeError):
+        import pickle
+        pickle.dumps(s)
+
+
+def test_latency_ring_is_fixed_size() -> None:
+    ring = LatencyRing(8)
+    for v in range(1, 101):
+        ring.add(v)
+    assert ring.count == 100
+    assert ring.samples() == list(range(93, 101))
+    p = ring.percentiles()
+    assert p["p50"] == 96 and p["max"] == 100 and p["p99"] == 100
+    ring.add(-5)
+    assert ring.samples()[-1] == 0
+    with pytest.raises(ValueError):
+        LatencyRing(0)
+
+
+def test_frames_reach_venue_and_close_is_clean(run: Any) -> None:
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            for i in range(50):
+                conn.send(b"frame-%d" % i)
+            conn.send(b"bad")
+            conn.send(b"after-bad")
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url, token=Secret("hdr-token-123456"))
+            events: list[StatusEvent] = []
+            feed = Feed(venue, SessionOptions(**FAST), on_status=events.append)
+            feed.start()
+            await feed.wait_subscribed(2.0)
+            await wait_for(lambda: len(venue.frames) == 51)
+            assert [f for f, _ in venue.frames][:2] == [b"frame-0", b"frame-1"]
+            assert venue.frames[-1][0] == b"after-bad"
+            assert feed.counters.frames == 52 and feed.counters.decode_errors == 1
+            assert feed.counters.bytes == sum(len(f) for f, _ in venue.frames) + 3
+            await wait_for(lambda: srv.received == [b"hello"])
+            # token sent as query param and header, revealed only on the wire
+            assert "token=hdr-token-123456" in srv.paths[0]
+            assert srv.headers[0]["x-api-key"] == "hdr-token-123456"
+            await feed.close()
+            assert feed.status is FeedStatus.CLOSED
+            assert [e.status for e in events][:3] == [FeedStatus.CONNECTING, FeedStatus.CONNECTED,
+                                                      FeedStatus.SUBSCRIBED]
+            assert events[-1].status is FeedStatus.CLOSED
+            assert all("hdr-token-123456" not in e.reason for e in events)
+            assert "hdr-token" not in repr(feed) + repr(venue.token)
+            assert not tasks_left()
+    run(main())
+
+
+def test_drop_reconnects_with_backoff(run: Any) -> None:
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            conn.send(b"x%d" % len(srv.conns))
+            if len(srv.conns) < 3:
+                asyncio.get_running_loop().call_later(0.01, conn.transport.disconnect, False)
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url)
+            events: list[StatusEvent] = []
+            feed = Feed(venue, SessionOptions(**FAST), on_status=events.append)
+            feed.start()
+            await wait_for(lambda: len(srv.conns) == 3 and len(venue.frames) == 3)
+            assert feed.counters.reconnects == 2 and venue.opens == 3
+            assert [f for f, _ in venue.frames] == [b"x1", b"x2", b"x3"]
+            assert sum(e.status is FeedStatus.RECONNECTING for e in events) == 2
+            assert all(c.reason == "connection dropped" for c in venue.closes)
+            await feed.close()
+            assert not tasks_left()
+    run(main())
+
+
+def test_terminal_close_code_stops(run: Any) -> None:
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            conn.transport.send_close(3500, b"invalid token")  # type: ignore[arg-type]
+            conn.transport.disconnect()
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url)
+            feed = Feed(venue, SessionOptions(**FAST))
+            feed.start()
+            await asyncio.wait_for(feed.wait_closed(), 3)
+            assert feed.status is FeedStatus.FAILED
+            assert venue.closes[-1].code == 3500 and "invalid token" in feed.status_reason
+            assert len(srv.conns) == 1 and feed.counters.reconnects == 0
+            await feed.close()
+            assert not tasks_left()
+    run(main())
+
+
+def test_venue_feed_error_terminal_and_http_401(run: Any) -> None:
+    async def main() -> None:
+        async with Server(lambda c: c.send(b"fatal")) as srv:
+            feed = Feed(EchoVenue(srv.url), SessionOptions(**FAST))
+            feed.start()
+            await asyncio.wait_for(feed.wait_closed(), 3)
+            assert feed.status is FeedStatus.FAILED and "permission denied" in feed.status_reason
+        async with Server(lambda c: None, reject_status=401) as srv:
+            feed = Feed(EchoVenue(srv.url, token=Secret("tok-in-query-987")), SessionOptions(**FAST))
+            feed.start()
+            with pytest.raises(FeedError) as err:
+                await feed.wait_subscribed(3)
+            assert err.value.terminal and "401" in str(err.value)
+            assert "tok-in-query-987" not in str(err.value) + feed.status_reason
+            await feed.close()
+        async with Server(lambda c: None, reject_status=503) as srv:
+            feed = Feed(EchoVenue(srv.url), SessionOptions(**dict(FAST, max_attempts=3)))
+            feed.start()
+            await asyncio.wait_for(feed.wait_closed(), 3)
+            assert feed.status is FeedStatus.FAILED and "gave up after 3" in feed.status_reason
+            assert len(srv.paths) == 3
+        assert not tasks_left()
+    run(main())
+
+
+def test_stale_and_heartbeat(run: Any) -> None:
+    async def main() -> None:
+        async with Server(lambda c: c.send(b"one")) as srv:
+            venue = EchoVenue(srv.url)
+            events: list[StatusEvent] = []
+            feed = Feed(venue, SessionOptions(**dict(FAST, stale_after_s=0.1, heartbeat_interval_s=0.02)),
+                        on_status=events.append)
+            feed.start()
+            await wait_for(lambda: len(srv.conns) >= 2)
+            assert any(e.status is FeedStatus.STALE for e in events)
+            assert venue.heartbeats >= 2 and feed.counters.reconnects >= 1
+            assert "stale" in venue.closes[0].reason
+            await feed.close()
+            assert not tasks_left()
+    run(main())
+
+
+def test_oversize_frame_reconnects(run: Any) -> None:
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            conn.send(b"ok")
+            if len(srv.conns) == 1:
+                conn.send(b"y" * 5000)
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url)
+            feed = Feed(venue, SessionOptions(**dict(FAST, max_message_size=1000)))
+            feed.start()
+            await wait_for(lambda: len(venue.frames) == 2)
+            assert venue.closes[0].reason == "oversize frame"
+            assert all(len(f) < 1000 for f, _ in venue.frames)
+            await feed.close()
+            assert not tasks_left()
+    run(main())
+
+
+def test_connect_refused_backs_off_then_gives_up(run: Any, caplog: Any) -> None:
+    async def main() -> None:
+        feed = Feed(EchoVenue("ws://127.0.0.1:9/ws", token=Secret("never-log-me-42")),
+                    SessionOptions(**dict(FAST, max_attempts=2)))
+        feed.start()
+        await asyncio.wait_for(feed.wait_closed(), 5)
+        assert feed.status is FeedStatus.FAILED
+        assert not tasks_left()
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    assert "never-log-me-42" not in caplog.text
