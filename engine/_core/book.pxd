@@ -67,4 +67,5 @@ cdef class OrderBook:
     cdef void _rollback(self, Py_ssize_t n) noexcept nogil
     cdef int _finish_batch(self, Py_ssize_t n) except -1
     cdef int _raise_crossed_batch(self, Py_ssize_t n) except -1
+    cdef bint _batch_crosses_itself(self, Py_ssize_t n, int fresh_side) noexcept nogil
     cdef object _export(self, int side, object n, bint copy)

@@ -461,7 +461,7 @@ cdef class OrderBook:
             for i in range(n):
                 if self.journal[i].price_ticks == best[self.journal[i].side].price_ticks:
                     fresh[self.journal[i].side] = True
-            if fresh[0] == fresh[1]:
+            if fresh[0] == fresh[1] or self._batch_crosses_itself(n, SIDE_BID if fresh[0] else SIDE_ASK):
                 self._rollback(n)
                 self._raise_crossed_batch(n)
             self._prune_crossed(SIDE_BID if fresh[0] else SIDE_ASK)
@@ -470,6 +470,24 @@ cdef class OrderBook:
         if ENGINE_DEBUG:
             self._check_invariants()
         return 0
+
+    cdef bint _batch_crosses_itself(self, Py_ssize_t n, int fresh_side) noexcept nogil:
+        """True when a level this batch left on the stale side is crossed by the fresh
+        best: the frame contradicts itself, so pruning would throw away its own data."""
+        cdef const BookSide* fresh = &self.sides[fresh_side]
+        cdef const BookSide* stale = &self.sides[1 - fresh_side]
+        cdef int64_t fresh_best = fresh.buf[fresh.hi - 1].price_ticks, price
+        cdef Py_ssize_t i, k
+        for i in range(n):
+            if self.journal[i].side != 1 - fresh_side:
+                continue
+            price = self.journal[i].price_ticks
+            if book_worse(stale.is_bid, price, fresh_best):
+                continue
+            k = book_find(stale, price)
+            if k < stale.hi and stale.buf[k].price_ticks == price:
+                return True
+        return False
 
     cdef int _raise_crossed_batch(self, Py_ssize_t n) except -1:
         raise BookCrossedError(
