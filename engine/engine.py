@@ -39,7 +39,7 @@ import asyncio
 import importlib
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Sequence
 
 from engine._core.book import OrderBook
 from engine._core.instrument import Instrument
@@ -58,7 +58,7 @@ VENUES: dict[str, str] = {
 _time_ns = time.time_ns
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
 
-__all__ = ["Dispatch", "Engine", "Trade", "VENUES", "venue_class"]
+__all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]
 
 
 def venue_class(name: str) -> type[Venue]:
@@ -118,6 +118,15 @@ class Trade:
     __hash__ = None  # type: ignore[assignment]
 
 
+class BarClose(NamedTuple):
+    """A closed kline bar: ``bar`` is the aggregator's record (numpy.void with the
+    fields of ``engine.kline.BAR_DTYPE``: open_ts_ns, open_ticks, ... volume_lots)."""
+
+    symbol: str
+    interval: str
+    bar: Any
+
+
 class Dispatch:
     """What a venue adapter calls after it changed state; one per feed.
 
@@ -175,12 +184,6 @@ class Dispatch:
         if cbs:
             self._engine._invoke(cbs, balance, self.counters)
 
-    def bar(self, bar: Any) -> None:
-        """A bar closed (called by the aggregator's close hook)."""
-        cbs = self._cbs["bar"]
-        if cbs:
-            self._engine._invoke(cbs, bar, self.counters)
-
 
 class Engine:
     """Owns instruments, books, kline aggregators, accounts and feeds; runs callbacks.
@@ -226,6 +229,8 @@ class Engine:
                                   f"tick {old.tick_size} lot {old.lot_size}")
             return self.books[instrument.symbol]
         self.instruments[instrument.symbol] = instrument
+        for acct in self.accounts.values():
+            acct.add_instrument(instrument)
         book = OrderBook(instrument, max_depth=max_depth)
         self.books[instrument.symbol] = book
         if self.bar_intervals:
@@ -260,8 +265,12 @@ class Engine:
         """The Account ``account_id`` (created on first use with every instrument)."""
         acct = self.accounts.get(account_id)
         if acct is None:
-            from engine._core.account import Account  # built by the positions module
-            acct = Account(account_id, list(self.instruments.values()))
+            from engine._core.account import Account
+            # feed_mode: a bad venue update is counted (error_count) and refused, never raised
+            # into the receive loop; the account stays as it was.
+            acct = Account(feed_mode=True)
+            for inst in self.instruments.values():
+                acct.add_instrument(inst)
             self.accounts[account_id] = acct
         return acct
 
@@ -271,14 +280,14 @@ class Engine:
         except ImportError:  # kline module not built: books still work
             log.warning("engine._core.kline unavailable; bars disabled")
             return None
-        agg = KlineAggregator(instrument, list(self.bar_intervals))
-        agg.on_close(self._on_bar_closed)
-        return agg
-
-    def _on_bar_closed(self, *event: Any) -> None:
+        symbol = instrument.symbol
         cbs = self._callbacks["bar"]
-        if cbs:
-            self._invoke(cbs, event[0] if len(event) == 1 else event, None)
+
+        def closed(interval: str, bar: Any) -> None:
+            if cbs:
+                self._invoke(cbs, BarClose(symbol, interval, bar), None)
+
+        return KlineAggregator(instrument, self.bar_intervals, on_close=closed)
 
     def _push_trade(self, agg: Any, trade: Trade, counters: FeedCounters) -> None:
         try:
@@ -304,7 +313,7 @@ class Engine:
         return self._register("trade", callback)
 
     def on_bar(self, callback: Callback) -> Callback:
-        """``callback(bar)`` when a kline bar closes (the aggregator's close event)."""
+        """``callback(close: BarClose)`` when a kline bar closes (symbol, interval, bar)."""
         return self._register("bar", callback)
 
     def on_order(self, callback: Callback) -> Callback:
@@ -391,7 +400,7 @@ class Engine:
             feed_name = f"{name or venue}-{n}"
             n += 1
         session_opts, venue_opts = options_from(opts)
-        adapter = cls(self, name=feed_name, url=url, token=Secret.wrap(token), instruments=insts,  # type: ignore[call-arg]
+        adapter = cls(self, name=feed_name, url=url, token=Secret.wrap(token), instruments=insts,
                       account_id=account_id, **venue_opts)
         feed = Feed(adapter, session_opts, on_status=self._status)
         adapter.bind(feed, Dispatch(self, feed_name, feed.counters))

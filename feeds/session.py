@@ -430,6 +430,13 @@ class Feed:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed:{self.name}")
 
     @property
+    def last_frame_ns(self) -> int:
+        """``time.time_ns()`` when the current connection last received a frame (its
+        connect time before the first one); 0 when not connected."""
+        listener = self._listener
+        return listener.last_frame_ns if listener is not None and self._transport is not None else 0
+
+    @property
     def running(self) -> bool:
         """True while the connect/reconnect loop is alive."""
         return self._task is not None and not self._task.done()

@@ -1,0 +1,81 @@
+# C-level contract of the Cadenza (Centrifugo JSON v2) frame decoder.
+#
+# One CadenzaDecoder per connection-independent venue state: it keeps the channel
+# table (recovery offsets and epochs survive reconnects) and decodes every frame in
+# place with engine._core.jscan. Book publications go into a scratch LevelUpdate
+# buffer and are applied whole to the OrderBook (replace_with / apply_updates);
+# trades become engine.Trade objects; account publications are decoded field by field
+# and handed to the venue (feeds.cadenza.CadenzaVenue) with exact integers.
+from libc.stdint cimport int32_t, int64_t
+
+from engine._core.types cimport LevelUpdate
+from engine._core.instrument cimport Instrument
+from engine._core.book cimport OrderBook
+from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+
+cdef enum ChannelKind:
+    CH_BOOK = 0        # market:orderBook:{instrumentId}
+    CH_TRADE = 1       # market:trade:{instrumentId}
+    CH_ACCOUNT = 2     # tradingAccount:{accountId}
+
+# Book publication types.
+cdef enum:
+    BOOK_NONE = 0
+    BOOK_SNAPSHOT = 1
+    BOOK_DELTA = 2
+
+
+cdef class Channel:
+    """One subscribed channel and its recovery position."""
+    cdef readonly str name
+    cdef bytes name_bytes              # UTF-8 name matched against push "channel" spans
+    cdef readonly int kind
+    cdef readonly Instrument instrument   # None for the account channel
+    cdef readonly OrderBook book          # CH_BOOK only
+    cdef public int64_t offset         # last applied publication offset; -1: none yet
+    cdef public str epoch              # stream epoch from the last subscribe reply
+    cdef public bint synced            # CH_BOOK: a snapshot was applied and no gap since
+    cdef public bint need_fresh        # resubscribe without recovery (book out of sync)
+    cdef public bint live              # subscribed on the current connection
+    cdef public int64_t last_seq       # payload seq last applied (books, account)
+    cdef readonly int64_t publications # publications applied
+
+
+cdef class CadenzaDecoder:
+    cdef list channels                 # of Channel; a handful per connection: linear match
+    cdef object dispatch               # engine.engine.Dispatch
+    cdef object venue                  # feeds.cadenza.CadenzaVenue (rare-path handlers)
+    cdef object trade_type             # engine.engine.Trade
+    cdef dict instruments              # instrument id (str) -> Instrument, account path
+    cdef readonly dict pending         # subscribe command id -> Channel awaiting its reply
+    # Scratch for one publication's levels. Owned (PyMem_Malloc'd, freed in
+    # __dealloc__), grown once per frame to the bound its length implies; the content
+    # is valid only until the next publication is decoded.
+    cdef LevelUpdate* scratch
+    cdef Py_ssize_t capacity
+    cdef readonly int64_t pings
+    cdef readonly int64_t stale_publications   # offsets at or below the applied one
+    cdef readonly int64_t dropped_unsynced     # book deltas dropped while awaiting a snapshot
+    cdef readonly int64_t unknown_channel
+
+    cdef int reserve(self, Py_ssize_t n) except -1
+    cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
+    cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1
+    cdef int decode_pub(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef int decode_subscribe_reply(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef Channel find_channel(self, const JsonCursor* c, const JsonSpan* span)
+    cdef int apply_book(self, Channel ch, int book_type, int64_t seq, int64_t ts_ns,
+                        Py_ssize_t n, bint has_offset, int64_t offset, int64_t recv_ns) except -1
+    cdef int decode_account(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef int decode_error_reply(self, JsonCursor* c, int64_t cmd_id) except -1
+    cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,
+                                 str channel) except -1
+    cdef JsonStatus steps(self, JsonCursor* c, const JsonSpan* span, int32_t decimals,
+                          int64_t units, int64_t* out) noexcept
+    cdef bint offset_ok(self, Channel ch, bint has_offset, int64_t offset) except -1
+    cdef Instrument instrument_of(self, JsonCursor* c, const JsonSpan* span)
+    cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,
+                         Py_ssize_t obj_pos) except -1
+    cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1

@@ -1,0 +1,44 @@
+"""Cadenza (Centrifugo JSON v2) frame decoder; schemas in ``feeds.cadenza``."""
+from typing import Any, Union
+
+from engine._core.book import OrderBook
+from engine._core.instrument import Instrument
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+KIND_BOOK: int
+KIND_TRADE: int
+KIND_ACCOUNT: int
+
+class Channel:
+    """One subscribed channel and its recovery position (survives reconnects)."""
+
+    name: str
+    kind: int
+    instrument: Instrument | None
+    book: OrderBook | None
+    offset: int
+    epoch: str
+    synced: bool
+    need_fresh: bool
+    live: bool
+    last_seq: int
+    publications: int
+    def __init__(self, name: str, kind: int, instrument: Instrument | None = None,
+                 book: OrderBook | None = None) -> None: ...
+
+class CadenzaDecoder:
+    """Decodes Cadenza frames in place (jscan) into books, trades and the venue's
+    account handlers. ``feed`` raises DecodeError for a malformed message."""
+
+    pending: dict[int, Channel]
+    pings: int
+    stale_publications: int
+    dropped_unsynced: int
+    unknown_channel: int
+    def __init__(self, venue: Any, dispatch: Any, trade_type: Any,
+                 instruments: dict[str, Instrument]) -> None: ...
+    def add_channel(self, ch: Channel) -> Channel: ...
+    @property
+    def channel_list(self) -> list[Channel]: ...
+    def feed(self, frame: Buffer, recv_ns: int) -> None: ...

@@ -1,0 +1,837 @@
+"""Cadenza (Centrifugo JSON v2) frame decoder: frames straight from picows' buffer into
+the core. The payload schemas are documented in ``feeds.cadenza``.
+
+One frame may hold several JSON messages separated by ``\\n`` (JSON strings cannot hold
+a raw newline, so splitting on it is exact). Each message is decoded and applied on its
+own, whole or not at all: a bad message raises DecodeError after the messages before it
+were applied, and nothing of the bad one is.
+"""
+from cpython.buffer cimport PyBuffer_Release
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memchr, memcmp
+
+from engine._core.types cimport LevelUpdate, Status, ST_OK, SIDE_BID, SIDE_ASK
+from engine._core.decimals cimport dec_to_steps, dec_raise
+from engine._core.instrument cimport Instrument
+from engine._core.book cimport OrderBook
+from engine._core.jscan cimport (
+    JsonCursor, JsonSpan, JsonStatus, JsonKind,
+    JS_OK, JS_END, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
+    JK_NULL, JK_STRING,
+    js_init, js_init_buffer, js_enter_object, js_enter_array, js_next_member,
+    js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
+    js_read_bool, js_read_null, js_read_level, js_span_eq, js_span_to_str, js_raise,
+    js_peek, js_find_key,
+)
+
+from engine.errors import BookError, DecodeError
+
+
+#: Channel kinds for Python (the cdef enum values of cadenza_decode.pxd).
+KIND_BOOK = CH_BOOK
+KIND_TRADE = CH_TRADE
+KIND_ACCOUNT = CH_ACCOUNT
+
+
+cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit, Py_ssize_t n) noexcept nogil:
+    return js_span_eq(c, key, lit, n)
+
+
+cdef class Channel:
+    """A subscribed channel: ``name``, ``kind`` (0 book, 1 trade, 2 account), its
+    ``instrument``/``book``, and the recovery position ``offset``/``epoch``."""
+
+    def __init__(self, str name, int kind, Instrument instrument=None, OrderBook book=None):
+        if kind == CH_BOOK and book is None:
+            raise ValueError(f"book channel {name!r} needs a book")
+        self.name = name
+        self.name_bytes = name.encode()
+        self.kind = kind
+        self.instrument = instrument
+        self.book = book
+        self.offset = -1
+        self.epoch = ""
+        self.synced = False
+        self.need_fresh = False
+        self.live = False
+        self.last_seq = -1
+        self.publications = 0
+
+    def __repr__(self):
+        return (f"Channel({self.name!r}, offset={self.offset}, epoch={self.epoch!r}, "
+                f"synced={self.synced}, live={self.live})")
+
+
+cdef class CadenzaDecoder:
+    """Decodes Cadenza frames for one venue connection (state survives reconnects).
+
+    ``feed(payload, recv_ns)`` is the hot path: O(frame length) scanning, the book
+    change O(levels touched). Rare messages (connect reply, errors, disconnect pushes)
+    go to methods of ``venue``; account publications are decoded field by field and
+    passed to ``venue.on_order/on_fill/on_position/on_balance``."""
+
+    def __cinit__(self):
+        self.scratch = NULL
+        self.capacity = 0
+
+    def __init__(self, venue, dispatch, trade_type, dict instruments not None):
+        self.venue = venue
+        self.dispatch = dispatch
+        self.trade_type = trade_type
+        self.instruments = instruments
+        self.channels = []
+        self.pending = {}
+        self.reserve(64)
+
+    def __dealloc__(self):
+        PyMem_Free(self.scratch)
+
+    def add_channel(self, Channel ch not None):
+        """Register a channel (before subscribing to it). O(1)."""
+        self.channels.append(ch)
+        return ch
+
+    @property
+    def channel_list(self):
+        """The registered channels (a new list)."""
+        return list(self.channels)
+
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        cdef LevelUpdate* grown
+        if n <= self.capacity:
+            return 0
+        grown = <LevelUpdate*>PyMem_Realloc(self.scratch, n * sizeof(LevelUpdate))
+        if grown == NULL:
+            raise MemoryError()
+        self.scratch = grown
+        self.capacity = n
+        return 0
+
+    def feed(self, frame, int64_t recv_ns):
+        """Decode one WebSocket message (bytes-like; borrowed for this call only).
+        Raises DecodeError for a malformed message (those before it stay applied)."""
+        cdef JsonCursor whole
+        cdef Py_buffer view
+        cdef const char* p
+        cdef const char* end
+        cdef const char* nl
+        js_init_buffer(&whole, frame, &view)
+        try:
+            # A level needs at least 9 bytes (["1","1"],): len // 6 + 2 bounds them.
+            self.reserve(view.len // 6 + 2)
+            p = <const char*>view.buf
+            end = p + view.len
+            while p < end:
+                nl = <const char*>memchr(p, b'\n', end - p)
+                if nl == NULL:
+                    nl = end
+                if nl - p > 0:
+                    self.decode_message(p, nl - p, recv_ns)
+                p = nl + 1
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        cdef JsonCursor c
+        cdef JsonSpan key
+        cdef JsonStatus st
+        cdef Py_ssize_t count = 0
+        cdef int64_t cmd_id = 0
+        cdef bint has_id = False
+        cdef Py_ssize_t sub_pos = -1, err_pos = -1, connect_pos = -1, other_pos = -1
+        cdef JsonSpan other_key
+        js_init(&c, buf, n)
+        # Whitespace-only message (e.g. "\r"): nothing to do.
+        if js_peek(&c) == 0 and c.pos >= n:
+            return 0
+        st = js_enter_object(&c)
+        while st == JS_OK:
+            st = js_next_member(&c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(&c, &key, b"push", 4):
+                self.decode_push(&c, recv_ns)
+            elif key_is(&c, &key, b"id", 2):
+                st = js_read_int64(&c, False, &cmd_id)
+                has_id = True
+            elif key_is(&c, &key, b"subscribe", 9):
+                sub_pos = c.pos
+                st = js_skip_value(&c)
+            elif key_is(&c, &key, b"error", 5):
+                err_pos = c.pos
+                st = js_skip_value(&c)
+            elif key_is(&c, &key, b"connect", 7):
+                connect_pos = c.pos
+                st = js_skip_value(&c)
+            else:
+                other_pos = c.pos
+                other_key = key
+                st = js_skip_value(&c)
+        if st == JS_END:
+            st = js_expect_end(&c)
+        if st != JS_OK:
+            js_raise(&c, st, "cadenza message")
+        if count == 0:
+            self.pings += 1
+            self.venue.on_ping()
+            return 0
+        if err_pos >= 0:
+            c.pos = err_pos
+            self.decode_error_reply(&c, cmd_id)
+        elif sub_pos >= 0:
+            ch = self.pending.pop(cmd_id, None) if has_id else None
+            if ch is None:
+                raise DecodeError(f"cadenza: subscribe reply for unknown command id {cmd_id}", sub_pos)
+            c.pos = sub_pos
+            self.decode_subscribe_reply(&c, <Channel>ch, recv_ns)
+        elif connect_pos >= 0:
+            c.pos = connect_pos
+            st = js_skip_value(&c)  # validated already; hand the object over (rare message)
+            self.venue.on_connect_reply(cmd_id, buf[connect_pos:c.pos])
+        elif has_id:
+            self.pending.pop(cmd_id, None)
+            self.venue.on_reply(cmd_id, js_span_to_str(&c, &other_key) if other_pos >= 0 else "")
+        return 0
+
+    cdef int decode_error_reply(self, JsonCursor* c, int64_t cmd_id) except -1:
+        cdef JsonSpan key, span
+        cdef Py_ssize_t count = 0
+        cdef int64_t code = 0
+        cdef bint temporary = False
+        cdef str message = ""
+        cdef JsonStatus st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"code", 4):
+                st = js_read_int64(c, False, &code)
+            elif key_is(c, &key, b"message", 7):
+                st = js_read_string(c, &span)
+                if st == JS_OK:
+                    message = js_span_to_str(c, &span)
+            elif key_is(c, &key, b"temporary", 9):
+                st = js_read_bool(c, &temporary)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "cadenza error reply")
+        ch = self.pending.pop(cmd_id, None)
+        self.venue.on_error_reply(cmd_id, code, message, temporary, ch)
+        return 0
+
+    cdef Channel find_channel(self, const JsonCursor* c, const JsonSpan* span):
+        cdef Channel ch
+        cdef const char* name
+        for ch in self.channels:
+            if span.has_escapes:
+                if js_span_eq(c, span, <const char*>ch.name_bytes, len(ch.name_bytes)):
+                    return ch
+                continue
+            if len(ch.name_bytes) == span.len:
+                name = <const char*>ch.name_bytes
+                if memcmp(name, c.buf + span.start, span.len) == 0:
+                    return ch
+        return None
+
+    cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1:
+        cdef JsonSpan key, channel
+        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t pub_pos = -1, disc_pos = -1, unsub_pos = -1
+        cdef bint has_channel = False
+        cdef Channel ch = None
+        cdef JsonStatus st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"channel", 7):
+                st = js_read_string(c, &channel)
+                has_channel = True
+            elif key_is(c, &key, b"pub", 3):
+                if has_channel:
+                    # Usual field order: decode in the same pass.
+                    ch = self.find_channel(c, &channel)
+                    if ch is None or not ch.live:
+                        self.unknown_channel += 1
+                        st = js_skip_value(c)
+                    else:
+                        self.decode_pub(c, ch, recv_ns)
+                        ch = None
+                        pub_pos = -2
+                else:
+                    pub_pos = c.pos
+                    st = js_skip_value(c)
+            elif key_is(c, &key, b"disconnect", 10):
+                disc_pos = c.pos
+                st = js_skip_value(c)
+            elif key_is(c, &key, b"unsubscribe", 11):
+                unsub_pos = c.pos
+                st = js_skip_value(c)
+            else:
+                st = js_skip_value(c)  # join / leave / message / unknown: not used here
+        if st != JS_END:
+            js_raise(c, st, "cadenza push")
+        # The caller continues after the push object: remember where it ends (position
+        # and depth) before looking back at fields recorded during the pass.
+        cdef JsonCursor end = c[0]
+        if pub_pos >= 0:
+            if not has_channel:
+                raise DecodeError("cadenza push: pub without channel", pub_pos)
+            ch = self.find_channel(c, &channel)
+            if ch is None or not ch.live:
+                self.unknown_channel += 1
+            else:
+                c.pos = pub_pos
+                self.decode_pub(c, ch, recv_ns)
+        if disc_pos >= 0 or unsub_pos >= 0:
+            self.decode_control_push(c, disc_pos, unsub_pos,
+                                     js_span_to_str(c, &channel) if has_channel else "")
+        c[0] = end
+        return 0
+
+    cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,
+                                 str channel) except -1:
+        cdef JsonSpan key, span
+        cdef Py_ssize_t count = 0
+        cdef int64_t code = 0
+        cdef str reason = ""
+        cdef JsonStatus st
+        c.pos = disc_pos if disc_pos >= 0 else unsub_pos
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"code", 4):
+                st = js_read_int64(c, False, &code)
+            elif key_is(c, &key, b"reason", 6):
+                st = js_read_string(c, &span)
+                if st == JS_OK:
+                    reason = js_span_to_str(c, &span)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "cadenza control push")
+        if disc_pos >= 0:
+            self.venue.on_push_disconnect(code, reason)
+        else:
+            self.venue.on_push_unsubscribe(channel, code, reason)
+        return 0
+
+    cdef int decode_pub(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        """Decode one publication ``{"data":{...},"offset":N}`` of ``ch`` and apply it.
+
+        Books and trades are decoded into scratch/locals during the single pass, then
+        validated against the offset and applied; account data is decoded after the
+        offset check (a second look at its bytes; account traffic is light)."""
+        cdef JsonSpan key, span
+        cdef Py_ssize_t count = 0, dcount, nel
+        cdef int64_t offset = -1
+        cdef bint has_offset = False
+        cdef Py_ssize_t data_pos = -1
+        cdef JsonStatus st
+        # Book fields.
+        cdef int book_type = BOOK_NONE
+        cdef int64_t seq = -1, ts_ns = 0
+        cdef Py_ssize_t n = 0
+        cdef int32_t side
+        cdef Instrument inst = ch.instrument
+        # Trade fields.
+        cdef JsonSpan trade_id
+        cdef int64_t price_ticks = 0, qty_lots = 0
+        cdef int trade_side = 0
+        cdef int seen = 0
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"offset", 6):
+                st = js_read_int64(c, False, &offset)
+                has_offset = True
+            elif key_is(c, &key, b"data", 4):
+                if data_pos != -1:
+                    st = JS_DUPLICATE
+                    break
+                data_pos = c.pos
+                if ch.kind == CH_ACCOUNT:
+                    st = js_skip_value(c)
+                    continue
+                dcount = 0
+                st = js_enter_object(c)
+                while st == JS_OK:
+                    st = js_next_member(c, &dcount, &key)
+                    if st != JS_OK:
+                        break
+                    if ch.kind == CH_BOOK:
+                        if key_is(c, &key, b"bids", 4) or key_is(c, &key, b"asks", 4):
+                            side = SIDE_BID if key_is(c, &key, b"bids", 4) else SIDE_ASK
+                            st = js_enter_array(c)
+                            nel = 0
+                            while st == JS_OK:
+                                st = js_next_element(c, &nel)
+                                if st != JS_OK:
+                                    break
+                                if n >= self.capacity:  # cannot happen: reserve() bound
+                                    st = JS_BAD_FIELD
+                                    break
+                                st = js_read_level(c, inst.price_decimals, inst.tick_units,
+                                                   inst.qty_decimals, inst.lot_units, False,
+                                                   &self.scratch[n].price_ticks,
+                                                   &self.scratch[n].qty_lots)
+                                self.scratch[n].side = side
+                                n += 1
+                            if st == JS_END:
+                                st = JS_OK
+                        elif key_is(c, &key, b"type", 4):
+                            st = js_read_string(c, &span)
+                            if st == JS_OK:
+                                if js_span_eq(c, &span, b"delta", 5):
+                                    book_type = BOOK_DELTA
+                                elif js_span_eq(c, &span, b"snapshot", 8):
+                                    book_type = BOOK_SNAPSHOT
+                                else:
+                                    c.err_pos = span.start
+                                    st = JS_BAD_FIELD
+                        elif key_is(c, &key, b"seq", 3):
+                            st = js_read_int64(c, False, &seq)
+                        elif key_is(c, &key, b"ts", 2):
+                            st = js_read_int64(c, False, &ts_ns)
+                        else:
+                            st = js_skip_value(c)
+                    else:  # CH_TRADE
+                        if key_is(c, &key, b"price", 5):
+                            st = js_read_string(c, &span)
+                            if st == JS_OK:
+                                st = self.steps(c, &span, inst.price_decimals, inst.tick_units, &price_ticks)
+                                seen |= 1
+                        elif key_is(c, &key, b"qty", 3):
+                            st = js_read_string(c, &span)
+                            if st == JS_OK:
+                                st = self.steps(c, &span, inst.qty_decimals, inst.lot_units, &qty_lots)
+                                seen |= 2
+                        elif key_is(c, &key, b"side", 4):
+                            st = js_read_string(c, &span)
+                            if st == JS_OK:
+                                if js_span_eq(c, &span, b"buy", 3):
+                                    trade_side = 1
+                                elif js_span_eq(c, &span, b"sell", 4):
+                                    trade_side = -1
+                                else:
+                                    c.err_pos = span.start
+                                    st = JS_BAD_FIELD
+                                seen |= 4
+                        elif key_is(c, &key, b"id", 2):
+                            st = js_read_string(c, &trade_id)
+                            seen |= 8
+                        elif key_is(c, &key, b"ts", 2):
+                            st = js_read_int64(c, False, &ts_ns)
+                            seen |= 16
+                        else:
+                            st = js_skip_value(c)
+                if st == JS_END:
+                    st = JS_OK
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            if st == JS_OK:
+                st = JS_BAD_FIELD
+            js_raise(c, st, f"cadenza {ch.name} publication")
+        if data_pos < 0:
+            raise DecodeError(f"cadenza {ch.name}: publication without data", c.pos)
+        if ch.kind == CH_BOOK:
+            if book_type == BOOK_NONE or seq < 0:
+                raise DecodeError(f"cadenza {ch.name}: book data needs type and seq", data_pos)
+            return self.apply_book(ch, book_type, seq, ts_ns, n, has_offset, offset, recv_ns)
+        if ch.kind == CH_TRADE and seen != 31:
+            raise DecodeError(f"cadenza {ch.name}: trade needs id, price, qty, side and ts", data_pos)
+        if not self.offset_ok(ch, has_offset, offset):
+            return 0
+        if ch.kind == CH_TRADE:
+            if qty_lots <= 0:
+                raise DecodeError(f"cadenza {ch.name}: trade qty must be positive", data_pos)
+            ch.offset = offset if has_offset else ch.offset
+            ch.publications += 1
+            trade = self.trade_type(inst, js_span_to_str(c, &trade_id), price_ticks, qty_lots,
+                                    trade_side, ts_ns, recv_ns)
+            self.dispatch.trade(trade, recv_ns)
+            return 0
+        cdef JsonCursor end = c[0]
+        c.pos = data_pos
+        self.decode_account(c, ch, recv_ns)
+        c[0] = end  # continue after the publication object
+        if has_offset:
+            ch.offset = offset
+        ch.publications += 1
+        return 0
+
+    cdef JsonStatus steps(self, JsonCursor* c, const JsonSpan* span, int32_t decimals,
+                                 int64_t units, int64_t* out) noexcept:
+        cdef Status s = dec_to_steps(c.buf + span.start, span.len, decimals, units, out)
+        if s != ST_OK:
+            c.err_pos = span.start
+            c.dec_status = s
+            return JS_DECIMAL
+        return JS_OK
+
+    cdef bint offset_ok(self, Channel ch, bint has_offset, int64_t offset) except -1:
+        """True when the publication is the next one. A stale one (at or below the
+        applied offset, e.g. overlapping recovery) is skipped; a jump is a gap: the
+        venue reconnects and recovers from the last applied offset."""
+        if not has_offset or ch.offset < 0:
+            return True
+        if offset == ch.offset + 1:
+            return True
+        if offset <= ch.offset:
+            self.stale_publications += 1
+            return False
+        self.venue.on_gap(ch, f"{ch.name}: offset {offset} after {ch.offset}", False)
+        return False
+
+    cdef int apply_book(self, Channel ch, int book_type, int64_t seq, int64_t ts_ns,
+                        Py_ssize_t n, bint has_offset, int64_t offset, int64_t recv_ns) except -1:
+        cdef OrderBook book = ch.book
+        cdef bint was_resync
+        if not self.offset_ok(ch, has_offset, offset):
+            return 0
+        if book_type == BOOK_SNAPSHOT:
+            was_resync = not ch.synced and ch.last_seq >= 0
+            try:
+                book.replace_with(self.scratch, n)
+            except BookError as exc:
+                raise DecodeError(f"cadenza {ch.name}: snapshot seq {seq} rejected: {exc}") from exc
+            ch.synced = True
+            ch.need_fresh = False
+            if was_resync:
+                self.venue.on_resynced(ch)
+        else:
+            if not ch.synced:
+                self.dropped_unsynced += 1
+                if has_offset:
+                    ch.offset = offset
+                return 0
+            if seq != ch.last_seq + 1:
+                ch.synced = False
+                ch.need_fresh = True
+                if has_offset:
+                    ch.offset = offset
+                self.venue.on_gap(ch, f"{ch.name}: seq {seq} after {ch.last_seq}", True)
+                return 0
+            try:
+                book.apply_updates(self.scratch, n)
+            except BookError as exc:
+                # The book is unchanged (whole-or-nothing) but no longer trustworthy.
+                ch.synced = False
+                ch.need_fresh = True
+                self.venue.on_gap(ch, f"{ch.name}: delta seq {seq} rejected: {exc}", True)
+                return 0
+        ch.last_seq = seq
+        book.last_update_id = seq
+        book.event_ts_ns = ts_ns
+        if has_offset:
+            ch.offset = offset
+        ch.publications += 1
+        self.dispatch.book(book, recv_ns)
+        return 0
+
+    cdef int decode_subscribe_reply(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        cdef JsonSpan key, span
+        cdef Py_ssize_t count = 0, nel = 0
+        cdef int64_t offset = -1
+        cdef bint recovered = False, recoverable = False
+        cdef Py_ssize_t pubs_pos = -1
+        cdef str epoch = ""
+        cdef JsonStatus st = js_enter_object(c)
+        cdef int64_t before = ch.offset
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"offset", 6):
+                st = js_read_int64(c, False, &offset)
+            elif key_is(c, &key, b"epoch", 5):
+                st = js_read_string(c, &span)
+                if st == JS_OK:
+                    epoch = js_span_to_str(c, &span)
+            elif key_is(c, &key, b"recovered", 9):
+                st = js_read_bool(c, &recovered)
+            elif key_is(c, &key, b"recoverable", 11):
+                st = js_read_bool(c, &recoverable)
+            elif key_is(c, &key, b"publications", 12):
+                pubs_pos = c.pos
+                st = js_skip_value(c)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, f"cadenza subscribe reply {ch.name}")
+        ch.live = True
+        if not recovered:
+            # Nothing replayed: continue from the stream's top. A book waits for the
+            # snapshot the server sends first; trades/account lost what was missed.
+            if ch.kind == CH_BOOK:
+                ch.synced = False
+            ch.offset = offset
+        ch.epoch = epoch
+        if pubs_pos >= 0:
+            c.pos = pubs_pos
+            st = js_enter_array(c)
+            while st == JS_OK:
+                st = js_next_element(c, &nel)
+                if st != JS_OK:
+                    break
+                self.decode_pub(c, ch, recv_ns)
+            if st != JS_END:
+                js_raise(c, st, f"cadenza subscribe reply {ch.name} publications")
+        if recovered and offset >= 0 and ch.offset < offset:
+            # Recovery claimed success but did not reach the top: cannot trust it.
+            self.venue.on_gap(ch, f"{ch.name}: recovery stopped at {ch.offset} < {offset}", True)
+            return 0
+        self.venue.on_subscribed(ch, recovered, (not recovered) and before >= 0 and offset > before)
+        return 0
+
+    cdef int decode_account(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        cdef JsonStatus st
+        cdef JsonSpan span
+        cdef Py_ssize_t obj_pos = c.pos
+        st = js_find_key(c, obj_pos, b"type", 4)
+        if st == JS_OK:
+            st = js_read_string(c, &span)
+        if st != JS_OK:
+            if st < JS_ERROR:
+                raise DecodeError(f"cadenza {ch.name}: account data without type", obj_pos)
+            js_raise(c, st, f"cadenza {ch.name} account")
+        if js_span_eq(c, &span, b"order", 5):
+            st = js_find_key(c, obj_pos, b"order", 5)
+            if st == JS_OK:
+                return self.decode_order(c, ch, recv_ns)
+        elif js_span_eq(c, &span, b"fill", 4):
+            st = js_find_key(c, obj_pos, b"fill", 4)
+            if st == JS_OK:
+                return self.decode_fill(c, ch, recv_ns)
+        elif js_span_eq(c, &span, b"portfolio", 9):
+            st = js_find_key(c, obj_pos, b"positions", 9)
+            if st == JS_OK:
+                return self.decode_list(c, ch, recv_ns, False, obj_pos)
+        elif js_span_eq(c, &span, b"balances", 8):
+            st = js_find_key(c, obj_pos, b"balances", 8)
+            if st == JS_OK:
+                return self.decode_list(c, ch, recv_ns, True, obj_pos)
+        else:
+            self.venue.on_unknown_account(js_span_to_str(c, &span))
+            return 0
+        if st < JS_ERROR:
+            raise DecodeError(f"cadenza {ch.name}: {js_span_to_str(c, &span)} data incomplete", obj_pos)
+        js_raise(c, st, f"cadenza {ch.name} account")
+
+    cdef Instrument instrument_of(self, JsonCursor* c, const JsonSpan* span):
+        return self.instruments.get(js_span_to_str(c, span))
+
+    cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        cdef JsonSpan key, span
+        cdef JsonSpan s_price, s_stop, s_qty, s_filled, s_inst
+        cdef bint price_null = True, stop_null = True, is_null
+        cdef Py_ssize_t count = 0
+        cdef int64_t created = 0, updated = 0, seq = 0
+        cdef int64_t price_ticks = 0, stop_ticks = 0, qty_lots = 0, filled_lots = 0
+        cdef object order_id = None, client_id = None, side = None, order_type = None
+        cdef object status = None, cost = None
+        cdef int seen = 0
+        cdef Instrument inst
+        cdef JsonStatus st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"price", 5) or key_is(c, &key, b"stopPrice", 9):
+                st = js_read_null(c, &is_null)
+                if st == JS_OK and not is_null:
+                    st = js_read_string(c, &span)
+                if key_is(c, &key, b"price", 5):
+                    s_price = span
+                    price_null = is_null
+                else:
+                    s_stop = span
+                    stop_null = is_null
+            elif key_is(c, &key, b"qty", 3):
+                st = js_read_string(c, &s_qty)
+                seen |= 1
+            elif key_is(c, &key, b"filledQty", 9):
+                st = js_read_string(c, &s_filled)
+                seen |= 2
+            elif key_is(c, &key, b"instrumentId", 12):
+                st = js_read_string(c, &s_inst)
+                seen |= 4
+            elif key_is(c, &key, b"createdTs", 9):
+                st = js_read_int64(c, False, &created)
+            elif key_is(c, &key, b"updatedTs", 9):
+                st = js_read_int64(c, False, &updated)
+            elif key_is(c, &key, b"seq", 3):
+                st = js_read_int64(c, False, &seq)
+            elif js_peek(c) == JK_STRING:
+                st = js_read_string(c, &span)
+                if st != JS_OK:
+                    break
+                if key_is(c, &key, b"id", 2):
+                    order_id = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"clientId", 8):
+                    client_id = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"side", 4):
+                    side = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"orderType", 9):
+                    order_type = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"status", 6):
+                    status = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"cost", 4):
+                    cost = js_span_to_str(c, &span)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, f"cadenza {ch.name} order")
+        if seen != 7 or order_id is None or side is None or status is None:
+            raise DecodeError(f"cadenza {ch.name}: order needs id, instrumentId, side, status, qty, filledQty")
+        inst = self.instrument_of(c, &s_inst)
+        if inst is None:
+            self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+            return 0
+        if not price_null:
+            self.check(c, self.steps(c, &s_price, inst.price_decimals, inst.tick_units, &price_ticks), "order price")
+        if not stop_null:
+            self.check(c, self.steps(c, &s_stop, inst.price_decimals, inst.tick_units, &stop_ticks), "order stopPrice")
+        self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "order qty")
+        self.check(c, self.steps(c, &s_filled, inst.qty_decimals, inst.lot_units, &filled_lots), "order filledQty")
+        self.venue.on_order(order_id, client_id, inst, side, order_type, status, price_ticks,
+                            stop_ticks, qty_lots, filled_lots, cost, created, updated, seq, recv_ns)
+        return 0
+
+    cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1:
+        if st != JS_OK:
+            js_raise(c, st, f"cadenza {what}")
+        return 0
+
+    cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        cdef JsonSpan key, span, s_price, s_qty, s_inst
+        cdef Py_ssize_t count = 0
+        cdef int64_t ts_ns = 0, seq = 0, price_ticks = 0, qty_lots = 0
+        cdef object order_id = None, trade_id = None, side = None, fee = None, fee_asset = None
+        cdef int seen = 0
+        cdef Instrument inst
+        cdef JsonStatus st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &count, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"ts", 2):
+                st = js_read_int64(c, False, &ts_ns)
+            elif key_is(c, &key, b"seq", 3):
+                st = js_read_int64(c, False, &seq)
+            elif js_peek(c) == JK_STRING:
+                st = js_read_string(c, &span)
+                if st != JS_OK:
+                    break
+                if key_is(c, &key, b"price", 5):
+                    s_price = span
+                    seen |= 1
+                elif key_is(c, &key, b"qty", 3):
+                    s_qty = span
+                    seen |= 2
+                elif key_is(c, &key, b"instrumentId", 12):
+                    s_inst = span
+                    seen |= 4
+                elif key_is(c, &key, b"orderId", 7):
+                    order_id = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"tradeId", 7):
+                    trade_id = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"side", 4):
+                    side = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"fee", 3):
+                    fee = js_span_to_str(c, &span)
+                elif key_is(c, &key, b"feeAsset", 8):
+                    fee_asset = js_span_to_str(c, &span)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, f"cadenza {ch.name} fill")
+        if seen != 7 or order_id is None or trade_id is None or side is None:
+            raise DecodeError(f"cadenza {ch.name}: fill needs orderId, tradeId, instrumentId, side, price, qty")
+        inst = self.instrument_of(c, &s_inst)
+        if inst is None:
+            self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+            return 0
+        self.check(c, self.steps(c, &s_price, inst.price_decimals, inst.tick_units, &price_ticks), "fill price")
+        self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "fill qty")
+        self.venue.on_fill(order_id, trade_id, inst, side, price_ticks, qty_lots, fee, fee_asset,
+                           ts_ns, seq, recv_ns)
+        return 0
+
+    cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,
+                         Py_ssize_t obj_pos) except -1:
+        """``positions`` (portfolio) or ``balances``: an array of flat objects whose
+        string fields go to the venue (qty converted to lots with the instrument)."""
+        cdef JsonSpan key, span, s_qty, s_inst
+        cdef Py_ssize_t count, nel = 0
+        cdef int64_t seq = 0, top_seq = 0, qty_lots = 0
+        cdef dict fields
+        cdef list rows = []
+        cdef Instrument inst
+        cdef JsonStatus st = js_enter_array(c)
+        cdef int seen
+        while st == JS_OK:
+            st = js_next_element(c, &nel)
+            if st != JS_OK:
+                break
+            count = 0
+            seen = 0
+            seq = 0
+            fields = {}
+            st = js_enter_object(c)
+            while st == JS_OK:
+                st = js_next_member(c, &count, &key)
+                if st != JS_OK:
+                    break
+                if key_is(c, &key, b"seq", 3):
+                    st = js_read_int64(c, False, &seq)
+                elif js_peek(c) == JK_STRING:
+                    st = js_read_string(c, &span)
+                    if st != JS_OK:
+                        break
+                    if not balances and key_is(c, &key, b"qty", 3):
+                        s_qty = span
+                        seen |= 1
+                    elif not balances and key_is(c, &key, b"instrumentId", 12):
+                        s_inst = span
+                        seen |= 2
+                    else:
+                        fields[js_span_to_str(c, &key)] = js_span_to_str(c, &span)
+                else:
+                    st = js_skip_value(c)
+            if st == JS_END:
+                st = JS_OK
+            if st != JS_OK:
+                break
+            if balances:
+                if "asset" not in fields:
+                    raise DecodeError(f"cadenza {ch.name}: balance without asset")
+                rows.append((fields, seq))
+                continue
+            if seen != 3:
+                raise DecodeError(f"cadenza {ch.name}: position needs instrumentId and qty")
+            inst = self.instrument_of(c, &s_inst)
+            if inst is None:
+                self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+                continue
+            self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "position qty")
+            rows.append((inst, qty_lots, fields, seq))
+        if st != JS_END:
+            js_raise(c, st, f"cadenza {ch.name} list")
+        if balances:
+            st = js_find_key(c, obj_pos, b"seq", 3)
+            if st == JS_OK:
+                st = js_read_int64(c, False, &top_seq)
+            for fields, seq in rows:
+                self.venue.on_balance(fields, seq or top_seq, recv_ns)
+        else:
+            for inst, qty_lots, fields, seq in rows:
+                self.venue.on_position(inst, qty_lots, fields, seq, recv_ns)
+        return 0
