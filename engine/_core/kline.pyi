@@ -1,0 +1,110 @@
+"""Type stub for engine._core.kline (hand-written; keep in step with kline.pyx)."""
+from fractions import Fraction
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from engine._core.instrument import Instrument
+from engine.errors import EngineError
+
+class KlineError(EngineError, ValueError): ...
+
+BAR_DTYPE: np.dtype[np.void]
+BAR_SIZE: int
+FILLED: int
+PARTIAL: int
+VENUE: int
+WEEK_OFFSET_NS: int
+MAX_TIMESTAMP_NS: int
+
+_IntArray = npt.ArrayLike
+BarCallback = Callable[[str, np.void], object]
+LateCallback = Callable[[str, int, int, int, int], object]
+DivergenceCallback = Callable[[str, np.void | None, np.void], object]
+
+def parse_interval(interval: str) -> tuple[str, int, int]: ...
+
+class BarStore:
+    @property
+    def exports(self) -> int: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+class KlineAggregator:
+    def __init__(
+        self,
+        inst: Instrument,
+        intervals: Iterable[str] | str = ("1s", "1m", "5m", "1h"),
+        empty: str = "fill",
+        history: int = 1000,
+        on_close: BarCallback | None = None,
+        on_update: BarCallback | None = None,
+        on_late: LateCallback | None = None,
+        on_divergence: DivergenceCallback | None = None,
+    ) -> None: ...
+    @property
+    def instrument(self) -> Instrument: ...
+    @property
+    def fill_empty(self) -> bool: ...
+    @property
+    def history(self) -> int: ...
+    @property
+    def intervals(self) -> tuple[str, ...]: ...
+    @property
+    def callback_errors(self) -> int: ...
+    @property
+    def events_dropped(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def trades_applied(self) -> int: ...
+    @property
+    def on_close(self) -> BarCallback | None: ...
+    @on_close.setter
+    def on_close(self, cb: BarCallback | None) -> None: ...
+    @property
+    def on_update(self) -> BarCallback | None: ...
+    @on_update.setter
+    def on_update(self, cb: BarCallback | None) -> None: ...
+    @property
+    def on_late(self) -> LateCallback | None: ...
+    @on_late.setter
+    def on_late(self, cb: LateCallback | None) -> None: ...
+    @property
+    def on_divergence(self) -> DivergenceCallback | None: ...
+    @on_divergence.setter
+    def on_divergence(self, cb: DivergenceCallback | None) -> None: ...
+    def add_trade(self, price_ticks: int, qty_lots: int, ts_ns: int, side: int = 0) -> None: ...
+    def add_trades(
+        self, prices: _IntArray, qtys: _IntArray, ts_ns: _IntArray, sides: _IntArray | None = None
+    ) -> int: ...
+    def advance(self, ts_ns: int) -> None: ...
+    def venue_add(
+        self,
+        interval: str,
+        open_ts_ns: int,
+        open_ticks: int,
+        high_ticks: int,
+        low_ticks: int,
+        close_ticks: int,
+        volume_lots: int,
+        update_ts_ns: int = 0,
+    ) -> None: ...
+    def venue_modify(
+        self,
+        interval: str,
+        open_ts_ns: int,
+        open_ticks: int,
+        high_ticks: int,
+        low_ticks: int,
+        close_ticks: int,
+        volume_lots: int,
+        update_ts_ns: int = 0,
+    ) -> None: ...
+    def bars_view(self, interval: str, venue: bool = False) -> npt.NDArray[np.void]: ...
+    def bars(self, interval: str, venue: bool = False) -> npt.NDArray[np.void]: ...
+    def current(self, interval: str, venue: bool = False) -> np.void | None: ...
+    def vwap(self, interval: str) -> Fraction | None: ...
+    def stats(self, interval: str) -> dict[str, Any]: ...
+    def view_exports(self, interval: str) -> int: ...
+    def _check_invariants(self) -> bool: ...
