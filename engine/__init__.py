@@ -17,8 +17,12 @@ from engine.errors import (
 from engine._core.instrument import Instrument
 from engine.book import LEVEL_DTYPE, CrossPolicy, OrderBook, Side
 from engine.engine import Engine, Trade
+from engine.kline import BAR_DTYPE, KlineAggregator, KlineError
 
 __all__ = [
+    "BAR_DTYPE",
+    "KlineAggregator",
+    "KlineError",
     "BookCrossedError",
     "BookError",
     "CrossPolicy",
