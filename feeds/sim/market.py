@@ -307,10 +307,13 @@ class SyntheticMarket:
         return [o for o in self.orders.values() if o.open]
 
     def account_snapshot(self) -> list[MarketEvent]:
-        """Events that rebuild the account from nothing: every position, the balances,
-        then every open order. Does not change state."""
-        out: list[MarketEvent] = [Portfolio(list(self.positions.values())),
-                                  Balances(list(self.balances.values()))]
+        """Events that rebuild the account from nothing: every position (omitted while
+        there is none: a portfolio publication carries its seq inside its positions),
+        the balances, then every open order. Does not change state."""
+        out: list[MarketEvent] = []
+        if self.positions:
+            out.append(Portfolio(list(self.positions.values())))
+        out.append(Balances(list(self.balances.values())))
         out.extend(self.open_orders())
         return out
 
