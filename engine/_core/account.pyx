@@ -1,0 +1,982 @@
+"""Account: orders, netting positions and balances in typed memory, with callbacks.
+
+Orders live in one OrderRec array (slot = index); a dict maps the venue's order id to
+its slot at the Python boundary (one dict lookup per call; decoders holding the slot
+call ``fill_slot`` directly). Positions are one PositionRec per instrument slot.
+"""
+import logging
+from collections import namedtuple
+from fractions import Fraction
+
+import numpy as np
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memset, memcmp
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+
+from engine._core.types cimport Status, ST_OK
+from engine._core.decimals cimport dec_to_steps, dec_raise
+
+from engine._core.types cimport SIDE_BID, SIDE_ASK
+from engine._core.instrument cimport Instrument
+from engine._core.orders cimport (
+    OrderRec, OrderResult, Order, OR_OK, OR_UNCHANGED, OR_STALE, OR_ERROR, OR_BAD_QTY, OR_OVERFLOW,
+    OS_PENDING_NEW, OS_NEW, OS_PARTIALLY_FILLED, OS_CANCELED, OS_COUNT, OE_FILL, OE_CANCELED, OE_COUNT,
+    OT_LIMIT, OT_COUNT, order_check_fill, order_commit_fill, order_apply_event, order_apply_snapshot,
+    order_init, order_error, order_is_closed, order_status_name, order_validate_new,
+)
+from engine._core.positions cimport quote_to_units
+from engine._core.positions cimport (
+    PositionRec, Position, i128, i128_from_py, position_init, position_apply_fill,
+    position_apply_fill_notional, position_set_status, position_error, position_status_name,
+    PS_CREATED, PS_COMPLETED, PS_FAILED, PS_COUNT,
+)
+
+from engine.errors import DecimalError, InvalidTransition
+from engine._core.orders import OrderInputError
+
+log = logging.getLogger("engine.account")
+
+Balance = namedtuple("Balance", "total available reserved decimals updated_ns")
+Balance.__doc__ = """One asset balance: exact integers at ``decimals`` fraction digits."""
+
+# Mirrors OrderRow below, field for field (tests check the sizes match).
+ORDER_DTYPE = np.dtype({
+    "names": ["price_ticks", "stop_price_ticks", "qty_lots", "filled_lots", "cost", "created_ns",
+              "updated_ns", "seq", "slot", "instrument_idx", "side", "order_type", "status"],
+    "formats": ["<i8"] * 8 + ["<i4", "<i4", "u1", "u1", "u1"],
+    "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64, 68, 72, 73, 74],
+    "itemsize": 80,
+})
+
+ctypedef struct OrderRow:
+    int64_t price_ticks
+    int64_t stop_price_ticks
+    int64_t qty_lots
+    int64_t filled_lots
+    int64_t cost
+    int64_t created_ns
+    int64_t updated_ns
+    int64_t seq
+    int32_t slot
+    int32_t instrument_idx
+    uint8_t side
+    uint8_t order_type
+    uint8_t status
+    uint8_t pad[5]
+
+ORDER_ROW_SIZE = sizeof(OrderRow)
+
+# Accepted spellings, compared after lower-casing and dropping '_', '-' and spaces:
+# the bot platform's CamelCase ("PartiallyFilled"), enum names ("PARTIALLY_FILLED")
+# and the stream venue's lower-case states ("open", "partial", "cancelled").
+_ORDER_STATUS = {"pendingnew": 0, "pending": 0, "new": 1, "open": 1, "partiallyfilled": 2, "partial": 2,
+                 "filled": 3, "pendingcancel": 4, "pendingreplace": 5, "canceled": 6, "cancelled": 6,
+                 "expired": 7, "rejected": 8}
+_ORDER_TYPE = {"limit": 0, "market": 1, "stop": 2, "stopmarket": 3, "takeprofit": 4,
+               "takeprofitmarket": 5, "trailingstopmarket": 6}
+_POSITION_STATUS = {"created": 0, "inprogress": 1, "finishing": 2, "completed": 3, "failed": 4}
+_SIDE = {"buy": 0, "bid": 0, "long": 0, "sell": 1, "ask": 1, "short": 1}
+
+
+cdef inline str _norm(object text, str what):
+    if not isinstance(text, str):
+        raise OrderInputError(f"{what} must be a string, got {type(text).__name__} {text!r}")
+    return (<str>text).lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+cpdef int parse_order_status(object text) except -1:
+    """Order status code from a venue string ("PartiallyFilled", "CANCELED", "open"...).
+    ``OrderInputError`` naming the string when unknown. O(len)."""
+    code = _ORDER_STATUS.get(_norm(text, "order status"))
+    if code is None:
+        raise OrderInputError(f"unknown order status {text!r}")
+    return code
+
+
+cpdef int parse_order_type(object text) except -1:
+    """Order type code from a venue string ("Limit", "TakeProfitMarket"...). O(len)."""
+    code = _ORDER_TYPE.get(_norm(text, "order type"))
+    if code is None:
+        raise OrderInputError(f"unknown order type {text!r}")
+    return code
+
+
+cpdef int parse_position_status(object text) except -1:
+    """Position status code from a venue string ("Created", "InProgress"...). O(len)."""
+    code = _POSITION_STATUS.get(_norm(text, "position status"))
+    if code is None:
+        raise OrderInputError(f"unknown position status {text!r}")
+    return code
+
+
+cpdef int parse_side(object value) except -1:
+    """Side code (0 BID/buy/long, 1 ASK/sell/short) from an int or a venue string."""
+    if isinstance(value, int):
+        if value == 0 or value == 1:
+            return value
+        raise OrderInputError(f"side must be 0 (BID) or 1 (ASK), got {value!r}")
+    code = _SIDE.get(_norm(value, "side"))
+    if code is None:
+        raise OrderInputError(f"unknown side {value!r}")
+    return code
+
+
+cdef int64_t _lots_field(Instrument inst, object value, str field) except? -1:
+    # Integers are lots already (stream venue); strings are decimal quantities.
+    cdef int64_t v
+    if isinstance(value, int):
+        if not (-(1 << 63) <= value < (1 << 63)):
+            raise OrderInputError(f"{field} {value!r} does not fit int64")
+        v = value
+    else:
+        v = inst.qty_to_lots(value)
+    return v
+
+
+cdef int64_t _ticks_field(Instrument inst, object value, str field) except? -1:
+    cdef int64_t v
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        if not (0 <= value < (1 << 63)):
+            raise OrderInputError(f"{field} {value!r} is not a valid price in ticks")
+        v = value
+    else:
+        v = inst.price_to_ticks(value)
+    return v
+
+
+cdef object _lookup(dict index, object key, str what):
+    slot = index.get(key)
+    if slot is None:
+        raise OrderInputError(f"unknown {what} {key!r}")
+    return slot
+
+
+cdef object _field(object item, str name):
+    try:
+        return item[name]
+    except KeyError:
+        raise OrderInputError(f"missing field {name!r} in {item!r}") from None
+
+
+cdef object _quote_units_any(Instrument inst, object value, str field):
+    if isinstance(value, int):
+        return value
+    return quote_to_units(inst, value)
+
+
+cdef object _scaled(object value, int decimals, str what):
+    # Exact int at 10^-decimals from a decimal string (or an int already scaled).
+    cdef const char* s
+    cdef Py_ssize_t n
+    cdef int64_t out = 0
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise DecimalError(f"{what}: expected a decimal string, got {type(value).__name__} {value!r}")
+    s = PyUnicode_AsUTF8AndSize(value, &n)
+    cdef Status st = dec_to_steps(s, n, decimals, 1, &out)
+    if st != ST_OK:
+        dec_raise(st, value, f"{what} (scale 10^-{decimals})")
+    return out
+
+
+cdef object _entry_notional(Instrument inst, object entry_price, int64_t qty_lots):
+    # entry_price / tick_size * qty_lots, exact; must be a whole number of quote units.
+    if not isinstance(entry_price, str) or not _is_plain_decimal(entry_price) or entry_price.startswith("-"):
+        raise DecimalError(f"{inst.symbol} entry_price: expected a non-negative decimal string, got {entry_price!r}")
+    units = Fraction(entry_price) / Fraction(inst.tick_size) * qty_lots
+    if units.denominator != 1:
+        raise DecimalError(f"{inst.symbol} entry_price {entry_price!r} * qty {qty_lots} lots is not a whole "
+                           f"number of quote units (tick {inst.tick_size} * lot {inst.lot_size})")
+    return units.numerator
+
+
+cdef bint _is_plain_decimal(str text):
+    cdef Py_ssize_t i, n = len(text), digits = 0, dots = 0
+    for i in range(n):
+        c = text[i]
+        if c == "." and dots == 0:
+            dots += 1
+        elif "0" <= c <= "9":
+            digits += 1
+        elif not (i == 0 and (c == "-" or c == "+")):
+            return False
+    return digits > 0
+
+
+cdef class Account:
+    """Orders, netting positions (one per instrument) and balances of one venue account.
+
+    ``Account(account_id="", instruments=(), *, feed_mode=False)``; more instruments
+    can be added with ``add_instrument``.
+
+    Units: prices int64 ticks, quantities int64 lots, money exact integer quote units
+    (tick * lot, see ``engine.Position``), balances exact int64 at a per-asset
+    ``decimals`` scale, times int64 ns.
+
+    Errors: a bad or illegal update raises (``InvalidTransition``,
+    ``OrderInputError``, ``DecimalError``) and changes nothing. With
+    ``feed_mode=True`` the same errors are counted (``error_count``), handed to the
+    ``on_error`` callback and the call returns False instead, the state unchanged.
+    Stale updates (older sequence or time) are ignored and counted (``stale_count``).
+
+    Callbacks (``set_callbacks``) run after the state changed, once per changed
+    order (``on_order(Order)``, a snapshot copy), position (``on_position(Position)``,
+    a snapshot copy) or balance (``on_balance(asset, Balance)``); an exception in a
+    callback is logged with its traceback, counted in ``callback_error_count`` and
+    swallowed, so user code never leaves the account half-updated.
+    """
+
+    def __cinit__(self):
+        self.order_recs = NULL
+        self.position_recs = NULL
+        self.balance_recs = NULL
+
+    def __init__(self, str account_id="", instruments=(), *, bint feed_mode=False):
+        self.order_slots = {}
+        self.client_slots = {}
+        self.order_ids = []
+        self.client_ids = []
+        self.instruments = []
+        self.instrument_slots = {}
+        self.position_ids = {}
+        self.assets = []
+        self.asset_slots = {}
+        self.asset_decimals = {}
+        self.feed_mode = feed_mode
+        self.account_id = account_id
+        for inst in instruments:
+            self.add_instrument(inst)
+
+    def __dealloc__(self):
+        PyMem_Free(self.order_recs)
+        PyMem_Free(self.position_recs)
+        PyMem_Free(self.balance_recs)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def set_callbacks(self, *, on_order=None, on_position=None, on_balance=None, on_error=None):
+        """Register callbacks (None removes one). See the class docstring for when they
+        run and what they receive."""
+        self.on_order_cb = on_order
+        self.on_position_cb = on_position
+        self.on_balance_cb = on_balance
+        self.on_error_cb = on_error
+
+    cdef void _call(self, object cb, object arg, object arg2=None) noexcept:
+        # The one place user callbacks run: errors are logged, counted, swallowed.
+        try:
+            if arg2 is None:
+                cb(arg)
+            else:
+                cb(arg, arg2)
+        except Exception:
+            self.callback_error_count += 1
+            log.exception("account callback %r failed", cb)
+
+    cdef int _fail(self, object exc) except -1:
+        self.error_count += 1
+        if not self.feed_mode:
+            raise exc
+        if self.on_error_cb is not None:
+            self._call(self.on_error_cb, exc)
+        return 0
+
+    cdef int _notify_order(self, Py_ssize_t slot) except -1:
+        if self.on_order_cb is not None:
+            self._call(self.on_order_cb, self._order_obj(slot))
+        return 0
+
+    cdef int _notify_position(self, Py_ssize_t islot) except -1:
+        if self.on_position_cb is not None:
+            self._call(self.on_position_cb,
+                       Position.from_rec(&self.position_recs[islot], self.instruments[islot],
+                                         self.instruments[islot].symbol))
+        return 0
+
+    cdef Order _order_obj(self, Py_ssize_t slot):
+        cdef OrderRec* o = &self.order_recs[slot]
+        inst = self.instruments[o.instrument_idx]
+        return Order.from_rec(o, self.order_ids[slot], self.client_ids[slot], inst, inst.symbol)
+
+    cdef Py_ssize_t _slot_of(self, object order_id) except -2:
+        slot = self.order_slots.get(order_id)
+        if slot is None:
+            self._fail(OrderInputError(f"unknown order id {order_id!r}"))
+            return -1
+        return <Py_ssize_t>slot
+
+    # ------------------------------------------------------------------ instruments
+
+    def add_instrument(self, Instrument instrument):
+        """Register an instrument (its netting position starts CREATED, flat). Returns its
+        slot; adding the same symbol again returns the existing slot. O(1) amortized."""
+        cdef Py_ssize_t slot
+        cdef PositionRec* grown
+        existing = self.instrument_slots.get(instrument.symbol)
+        if existing is not None:
+            return existing
+        if self.n_instruments == self.cap_instruments:
+            grown = <PositionRec*>PyMem_Realloc(self.position_recs, (self.cap_instruments * 2 + 4) * sizeof(PositionRec))
+            if grown == NULL:
+                raise MemoryError()
+            self.position_recs = grown
+            self.cap_instruments = self.cap_instruments * 2 + 4
+        slot = self.n_instruments
+        position_init(&self.position_recs[slot])
+        self.position_recs[slot].instrument_idx = <int32_t>slot
+        self.instruments.append(instrument)
+        self.instrument_slots[instrument.symbol] = slot
+        self.n_instruments += 1
+        return slot
+
+    cdef Py_ssize_t _instrument_slot(self, object symbol) except -1:
+        slot = self.instrument_slots.get(symbol)
+        if slot is None:
+            raise OrderInputError(f"unknown instrument {symbol!r}: call add_instrument first")
+        return <Py_ssize_t>slot
+
+    # ------------------------------------------------------------------ orders
+
+    def add_order(self, str order_id, str symbol, int side, int64_t qty_lots, int64_t price_ticks=0, *,
+                  int order_type=OT_LIMIT, int64_t stop_price_ticks=0, int status=OS_PENDING_NEW,
+                  str client_id="", int64_t ts_ns=0):
+        """Start tracking an order (status PENDING_NEW unless the venue already
+        acknowledged it: NEW, PENDING_CANCEL, PENDING_REPLACE). Returns its slot.
+        ``OrderInputError`` for a known id, unknown instrument or bad values. O(1) amortized."""
+        cdef Py_ssize_t islot = self._instrument_slot(symbol)
+        cdef OrderRec* grown
+        if order_id in self.order_slots:
+            raise OrderInputError(f"order id {order_id!r} is already tracked")
+        order_validate_new(order_id, side, order_type, status, qty_lots, price_ticks, stop_price_ticks)
+        cdef OrderRec rec
+        order_init(&rec, side, order_type, qty_lots, price_ticks, stop_price_ticks, status, ts_ns)
+        rec.instrument_idx = <int32_t>islot
+        cdef Py_ssize_t slot = self._add_rec(order_id, client_id, &rec)
+        self._notify_order(slot)
+        return slot
+
+    cdef Py_ssize_t _add_rec(self, str order_id, str client_id, const OrderRec* rec) except -1:
+        cdef OrderRec* grown
+        if self.n_orders == self.cap_orders:
+            grown = <OrderRec*>PyMem_Realloc(self.order_recs, (self.cap_orders * 2 + 64) * sizeof(OrderRec))
+            if grown == NULL:
+                raise MemoryError()
+            self.order_recs = grown
+            self.cap_orders = self.cap_orders * 2 + 64
+        cdef Py_ssize_t slot = self.n_orders
+        self.order_recs[slot] = rec[0]
+        self.order_slots[order_id] = slot
+        if client_id:
+            self.client_slots[client_id] = slot
+        self.order_ids.append(order_id)
+        self.client_ids.append(client_id)
+        self.n_orders += 1
+        return slot
+
+    def order_slot(self, str order_id):
+        """The slot of a venue order id (for ``apply_fill_slot``). O(1)."""
+        slot = _lookup(self.order_slots, order_id, "order id")
+        return slot
+
+    def apply_fill(self, str order_id, int64_t trade_id, int64_t price_ticks, int64_t qty_lots,
+                   int64_t fee=0, int64_t ts_ns=0):
+        """Apply a trade to its order and to the instrument's position, whole or not at
+        all. ``trade_id`` (non-zero) is checked against the last 16 of the order and of
+        the position; ``fee`` in quote units. Returns True (False in feed mode when
+        refused). O(1): one dict lookup, then typed memory only."""
+        slot = self.order_slots.get(order_id)
+        if slot is None:
+            self._fail(OrderInputError(f"unknown order id {order_id!r}"))
+            return False
+        return self.fill_slot(<Py_ssize_t>slot, trade_id, price_ticks, qty_lots, fee, ts_ns) == 1
+
+    def apply_fill_slot(self, Py_ssize_t slot, int64_t trade_id, int64_t price_ticks, int64_t qty_lots,
+                        int64_t fee=0, int64_t ts_ns=0):
+        """``apply_fill`` by slot (see ``order_slot``), skipping the id lookup. O(1)."""
+        if not (0 <= slot < self.n_orders):
+            raise OrderInputError(f"order slot {slot} out of range 0..{self.n_orders - 1}")
+        return self.fill_slot(slot, trade_id, price_ticks, qty_lots, fee, ts_ns) == 1
+
+    cdef int fill_slot(self, Py_ssize_t slot, int64_t trade_id, int64_t price_ticks, int64_t qty_lots,
+                       int64_t fee, int64_t ts_ns) except -1:
+        """C entry for decoders: 1 applied, 0 refused in feed mode (raises otherwise)."""
+        cdef OrderRec* o = &self.order_recs[slot]
+        cdef int64_t cost = 0
+        cdef OrderResult r = order_check_fill(o, price_ticks, qty_lots, trade_id, &cost)
+        if r != OR_OK:
+            self._fail(order_error(r, self.order_ids[slot], o.status, OE_FILL,
+                                   f"qty_lots={qty_lots} price_ticks={price_ticks} trade_id={trade_id} "
+                                   f"filled {o.filled_lots}/{o.qty_lots}"))
+            return 0
+        # The position applies atomically or not at all; only then is the order committed,
+        # which cannot fail after order_check_fill.
+        cdef PositionRec* p = &self.position_recs[o.instrument_idx]
+        r = position_apply_fill(p, o.side, price_ticks, qty_lots, fee, trade_id, ts_ns)
+        if r != OR_OK:
+            self._fail(position_error(r, self.instruments[o.instrument_idx].symbol, p.status,
+                                      f"fill of order {self.order_ids[slot]!r} trade_id={trade_id}"))
+            return 0
+        order_commit_fill(o, qty_lots, trade_id, cost, ts_ns)
+        self.fill_count += 1
+        if self.on_order_cb is not None or self.on_position_cb is not None:
+            self._notify_order(slot)
+            self._notify_position(self.order_recs[slot].instrument_idx)
+        return 1
+
+    def apply_order_event(self, str order_id, int event, int64_t ts_ns=0, int64_t seq=0):
+        """Apply one event of the order table (engine.OrderEvent other than FILL).
+        True when the status changed; False for a repeat, a stale update, or a refusal
+        in feed mode. O(1)."""
+        cdef Py_ssize_t slot = self._slot_of(order_id)
+        if slot < 0:
+            return False
+        if event == OE_FILL or not (0 <= event < OE_COUNT):
+            self._fail(OrderInputError(f"order {order_id!r}: event {event} is not a status event"))
+            return False
+        cdef OrderRec* o = &self.order_recs[slot]
+        cdef int before = o.status
+        cdef OrderResult r = order_apply_event(o, event, ts_ns, seq)
+        if r >= OR_ERROR:
+            self._fail(order_error(r, order_id, before, event, None))
+            return False
+        if r == OR_STALE:
+            self.stale_count += 1
+        if r != OR_OK:
+            return False
+        self._notify_order(slot)
+        return True
+
+    def apply_order_snapshot(self, str order_id, int status, int64_t qty_lots, int64_t filled_lots,
+                             int64_t price_ticks, int64_t stop_price_ticks=0, int64_t cost=-1,
+                             int64_t ts_ns=0, int64_t seq=0, bint fold_fills=False):
+        """Apply a full order object (absolute quantities, stated status): amend, fill
+        and status change together or not at all. With ``fold_fills`` and a venue
+        ``cost`` (quote units, cumulative), the newly filled quantity is also folded
+        into the position at the cost difference. True when anything changed. O(1)."""
+        cdef Py_ssize_t slot = self._slot_of(order_id)
+        if slot < 0:
+            return False
+        return self._snapshot(slot, status, qty_lots, filled_lots, price_ticks, stop_price_ticks, cost,
+                              ts_ns, seq, fold_fills) == 1
+
+    cdef int _snapshot(self, Py_ssize_t slot, int status, int64_t qty_lots, int64_t filled_lots,
+                       int64_t price_ticks, int64_t stop_price_ticks, int64_t cost, int64_t ts_ns,
+                       int64_t seq, bint fold_fills) except -1:
+        cdef OrderRec tmp = self.order_recs[slot]
+        cdef OrderRec* o = &self.order_recs[slot]
+        cdef int event = 0
+        cdef int64_t fill_lots
+        cdef OrderResult r = order_apply_snapshot(&tmp, <uint8_t>status if 0 <= status < 256 else 255,
+                                                  qty_lots, filled_lots, price_ticks, stop_price_ticks,
+                                                  cost, ts_ns, seq, &event)
+        if r >= OR_ERROR:
+            self._fail(order_error(r, self.order_ids[slot], o.status, event,
+                                   f"stated {order_status_name(status)} qty_lots={qty_lots} filled_lots={filled_lots}"))
+            return 0
+        if r == OR_STALE:
+            self.stale_count += 1
+        if r != OR_OK:
+            return 0
+        fill_lots = tmp.filled_lots - o.filled_lots
+        cdef bint folded = fold_fills and fill_lots > 0 and cost >= 0
+        if folded:
+            r = position_apply_fill_notional(&self.position_recs[o.instrument_idx], o.side, fill_lots,
+                                             <i128>tmp.cost - <i128>o.cost, -1, 0, 0, ts_ns)
+            if r != OR_OK:
+                self._fail(position_error(r, self.instruments[o.instrument_idx].symbol,
+                                          self.position_recs[o.instrument_idx].status,
+                                          f"fill of order {self.order_ids[slot]!r} (cost {o.cost} -> {cost})"))
+                return 0
+            self.fill_count += 1
+        o[0] = tmp
+        self._notify_order(slot)
+        if folded:
+            self._notify_position(o.instrument_idx)
+        return 1
+
+    def order(self, str order_id):
+        """A snapshot copy of one order (``engine.Order``). O(1)."""
+        slot = _lookup(self.order_slots, order_id, "order id")
+        return self._order_obj(<Py_ssize_t>slot)
+
+    def order_by_client_id(self, str client_id):
+        """A snapshot copy of the order with this client id. O(1)."""
+        slot = _lookup(self.client_slots, client_id, "client order id")
+        return self._order_obj(<Py_ssize_t>slot)
+
+    def order_ids_by_slot(self):
+        """Venue order ids indexed by slot (a copy), to label ``orders()`` rows."""
+        return list(self.order_ids)
+
+    def orders(self, bint open_only=False):
+        """All orders (or the open ones) as a numpy array of ``ORDER_DTYPE`` (a copy;
+        ``slot`` indexes ``order_ids_by_slot()``). O(n)."""
+        cdef Py_ssize_t i, k = 0, n = 0
+        for i in range(self.n_orders):
+            if not open_only or not order_is_closed(self.order_recs[i].status):
+                n += 1
+        out = np.zeros(n, dtype=ORDER_DTYPE)
+        cdef OrderRow* rows = <OrderRow*><size_t>out.ctypes.data
+        cdef OrderRec* o
+        for i in range(self.n_orders):
+            o = &self.order_recs[i]
+            if open_only and order_is_closed(o.status):
+                continue
+            rows[k].price_ticks = o.price_ticks
+            rows[k].stop_price_ticks = o.stop_price_ticks
+            rows[k].qty_lots = o.qty_lots
+            rows[k].filled_lots = o.filled_lots
+            rows[k].cost = o.cost
+            rows[k].created_ns = o.created_ns
+            rows[k].updated_ns = o.updated_ns
+            rows[k].seq = o.seq
+            rows[k].slot = <int32_t>i
+            rows[k].instrument_idx = o.instrument_idx
+            rows[k].side = o.side
+            rows[k].order_type = o.order_type
+            rows[k].status = o.status
+            k += 1
+        return out
+
+    def remove_closed_orders(self):
+        """Forget closed orders (their ids can no longer be updated) and compact the
+        array; slots of the remaining orders change. Returns how many were removed. O(n)."""
+        cdef Py_ssize_t i, k = 0
+        ids = []
+        cids = []
+        for i in range(self.n_orders):
+            if order_is_closed(self.order_recs[i].status):
+                continue
+            self.order_recs[k] = self.order_recs[i]
+            ids.append(self.order_ids[i])
+            cids.append(self.client_ids[i])
+            k += 1
+        removed = self.n_orders - k
+        self.n_orders = k
+        self.order_ids = ids
+        self.client_ids = cids
+        self.order_slots = {oid: j for j, oid in enumerate(ids)}
+        self.client_slots = {cid: j for j, cid in enumerate(cids) if cid}
+        return removed
+
+    # ------------------------------------------------------------------ positions
+
+    def position(self, str symbol):
+        """A snapshot copy of the instrument's netting position (``engine.Position``). O(1)."""
+        cdef Py_ssize_t islot = self._instrument_slot(symbol)
+        return Position.from_rec(&self.position_recs[islot], self.instruments[islot], symbol)
+
+    def positions(self):
+        """Snapshot copies of every instrument's position, in instrument-slot order. O(n)."""
+        cdef Py_ssize_t i
+        return [Position.from_rec(&self.position_recs[i], self.instruments[i], self.instruments[i].symbol)
+                for i in range(self.n_instruments)]
+
+    def set_position_status(self, str symbol, int status, int64_t ts_ns=0):
+        """Apply a venue-stated position status. True when it changed. O(1)."""
+        cdef Py_ssize_t islot = self._instrument_slot(symbol)
+        cdef int before = self.position_recs[islot].status
+        cdef OrderResult r = position_set_status(&self.position_recs[islot], status, ts_ns)
+        if r >= OR_ERROR:
+            self._fail(position_error(r, symbol, before, f"to {position_status_name(status)}"))
+            return False
+        if r != OR_OK:
+            return False
+        self._notify_position(islot)
+        return True
+
+    # ------------------------------------------------------------------ balances
+
+    def set_asset_decimals(self, str asset, int decimals):
+        """Fraction digits used for this asset's balances sent as decimal strings
+        (default 8). Existing balances keep their scale until the next update."""
+        if not (0 <= decimals <= 18):
+            raise OrderInputError(f"asset {asset!r}: decimals must be 0..18, got {decimals}")
+        self.asset_decimals[asset] = decimals
+
+    def set_balance(self, str asset, int64_t total, int64_t available, int64_t reserved, int decimals=8,
+                    int64_t ts_ns=0):
+        """Set an asset balance from exact integers at ``decimals`` fraction digits.
+        Refuses negative figures. False when nothing changed. O(1)."""
+        if total < 0 or available < 0 or reserved < 0 or not (0 <= decimals <= 18):
+            self._fail(OrderInputError(f"balance {asset!r}: bad figures total={total} available={available} "
+                                       f"reserved={reserved} decimals={decimals}"))
+            return False
+        cdef Py_ssize_t slot = self._asset_slot(asset)
+        cdef BalanceRec* b = &self.balance_recs[slot]
+        if ts_ns != 0 and ts_ns < b.updated_ns:
+            self.stale_count += 1
+            return False
+        if b.total == total and b.available == available and b.reserved == reserved and b.decimals == decimals:
+            return False
+        b.total = total
+        b.available = available
+        b.reserved = reserved
+        b.decimals = decimals
+        if ts_ns > b.updated_ns:
+            b.updated_ns = ts_ns
+        if self.on_balance_cb is not None:
+            self._call(self.on_balance_cb, asset, self._balance_obj(slot))
+        return True
+
+    cdef Py_ssize_t _asset_slot(self, str asset) except -1:
+        cdef BalanceRec* grown
+        slot = self.asset_slots.get(asset)
+        if slot is not None:
+            return <Py_ssize_t>slot
+        if self.n_assets == self.cap_assets:
+            grown = <BalanceRec*>PyMem_Realloc(self.balance_recs, (self.cap_assets * 2 + 8) * sizeof(BalanceRec))
+            if grown == NULL:
+                raise MemoryError()
+            self.balance_recs = grown
+            self.cap_assets = self.cap_assets * 2 + 8
+        memset(&self.balance_recs[self.n_assets], 0, sizeof(BalanceRec))
+        self.balance_recs[self.n_assets].decimals = self.asset_decimals.get(asset, 8)
+        self.asset_slots[asset] = self.n_assets
+        self.assets.append(asset)
+        self.n_assets += 1
+        return self.n_assets - 1
+
+    cdef object _balance_obj(self, Py_ssize_t slot):
+        cdef BalanceRec* b = &self.balance_recs[slot]
+        return Balance(b.total, b.available, b.reserved, b.decimals, b.updated_ns)
+
+    def balance(self, str asset):
+        """One asset's ``Balance`` (total, available, reserved, decimals, updated_ns). O(1)."""
+        slot = _lookup(self.asset_slots, asset, "asset")
+        return self._balance_obj(<Py_ssize_t>slot)
+
+    def balances(self):
+        """Every asset's ``Balance`` as a dict (a copy). O(n)."""
+        cdef Py_ssize_t i
+        return {self.assets[i]: self._balance_obj(i) for i in range(self.n_assets)}
+
+    # ------------------------------------------------------------------ invariants
+
+    def _check_invariants(self):
+        """Raise AssertionError when any record breaks an invariant (tests only). O(n)."""
+        cdef Py_ssize_t i
+        if len(self.order_ids) != self.n_orders or len(self.order_slots) != self.n_orders:
+            raise AssertionError("order index out of step with the order array")
+        for i in range(self.n_orders):
+            self._order_obj(i)._check_invariants()
+            if self.order_slots[self.order_ids[i]] != i:
+                raise AssertionError(f"order {self.order_ids[i]!r} indexed at the wrong slot")
+        for i in range(self.n_instruments):
+            Position.from_rec(&self.position_recs[i], self.instruments[i], self.instruments[i].symbol)._check_invariants()
+
+    @property
+    def order_count(self) -> int:
+        """Orders tracked (open and closed)."""
+        return self.n_orders
+
+    # ------------------------------------------------------------------ venue event shapes
+    #
+    # Plain methods taking already-decoded fields; the feed adapters call them. Each
+    # applies whole or not at all (a frame with several items is validated first).
+
+    def on_position_create(self, str position_id, str symbol, object status, object qty="0",
+                           object entry_price=None, object side=None, object realized_pnl=None,
+                           int64_t ts_ns=0):
+        """Bot platform ``PositionCreate``: a new venue position on ``symbol`` (netting:
+        the instrument's position must be flat: CREATED, COMPLETED or FAILED; it
+        starts a new round trip, keeping the lifetime realized PnL and fees unless
+        ``realized_pnl`` is given). ``qty``/``entry_price``/``realized_pnl`` are decimal
+        strings (``qty`` signed, or unsigned with ``side`` "Long"/"Short"/"Buy"/"Sell");
+        the entry notional entry_price / tick_size * qty_lots must be a whole number
+        of quote units (``DecimalError`` otherwise). True when applied."""
+        return self._venue_position(True, position_id, symbol, status, qty, entry_price, side,
+                                    realized_pnl, ts_ns)
+
+    def on_position_update(self, str position_id, str symbol, object status, object qty="0",
+                           object entry_price=None, object side=None, object realized_pnl=None,
+                           int64_t ts_ns=0):
+        """Bot platform ``PositionUpdate``: the venue's full position object replaces
+        quantity, entry and (when given) realized PnL; the status moves by the table.
+        Same fields as ``on_position_create``. True when anything changed."""
+        return self._venue_position(False, position_id, symbol, status, qty, entry_price, side,
+                                    realized_pnl, ts_ns)
+
+    cdef object _venue_position(self, bint create, str position_id, str symbol, object status, object qty,
+                                object entry_price, object side, object realized_pnl, int64_t ts_ns):
+        cdef Py_ssize_t islot
+        cdef PositionRec tmp
+        cdef PositionRec* p
+        cdef int64_t qty_lots
+        cdef i128 notional = 0, realized = 0
+        cdef int code
+        cdef OrderResult r
+        try:
+            islot = self._instrument_slot(symbol)
+            inst = <Instrument>self.instruments[islot]
+            code = parse_position_status(status)
+            qty_lots = _lots_field(inst, qty, "position qty")
+            if side is not None:
+                if qty_lots < 0:
+                    raise OrderInputError(f"position {position_id!r}: signed qty {qty!r} given with side {side!r}")
+                if parse_side(side) == SIDE_ASK:
+                    qty_lots = -qty_lots
+            if qty_lots != 0:
+                if entry_price is None:
+                    raise OrderInputError(f"position {position_id!r}: entry_price missing for qty {qty!r}")
+                i128_from_py(_entry_notional(inst, entry_price, qty_lots), &notional)
+            if realized_pnl is not None:
+                i128_from_py(_quote_units_any(inst, realized_pnl, "realized_pnl"), &realized)
+            if not create and self.position_ids.get(position_id) != islot:
+                raise OrderInputError(f"unknown position id {position_id!r} on {symbol}")
+        except (OrderInputError, DecimalError, OverflowError) as exc:
+            self._fail(exc)
+            return False
+        p = &self.position_recs[islot]
+        tmp = p[0]
+        if create:
+            if position_id in self.position_ids:
+                self._fail(InvalidTransition(f"position {position_id!r} on {symbol} already created"))
+                return False
+            if not (tmp.status == PS_COMPLETED or tmp.status == PS_FAILED or
+                    (tmp.status == PS_CREATED and tmp.qty_lots == 0)):
+                self._fail(InvalidTransition(f"position {position_id!r} on {symbol}: the netting position is "
+                                             f"{position_status_name(tmp.status)}, not flat"))
+                return False
+            position_init(&tmp)
+            tmp.instrument_idx = <int32_t>islot
+            tmp.realized_pnl = p.realized_pnl
+            tmp.fees = p.fees
+        elif ts_ns != 0 and ts_ns < p.updated_ns:
+            self.stale_count += 1
+            return False
+        r = position_set_status(&tmp, code, ts_ns)
+        if r >= OR_ERROR:
+            self._fail(position_error(r, symbol, p.status, f"venue position {position_id!r} to {status!r}"))
+            return False
+        tmp.qty_lots = qty_lots
+        tmp.entry_notional = notional
+        if realized_pnl is not None:
+            tmp.realized_pnl = realized
+        if ts_ns > tmp.updated_ns:
+            tmp.updated_ns = ts_ns
+        if not create and r == OR_UNCHANGED and tmp.qty_lots == p.qty_lots and \
+                tmp.entry_notional == p.entry_notional and tmp.realized_pnl == p.realized_pnl:
+            return False
+        p[0] = tmp
+        self.position_ids[position_id] = islot
+        self._notify_position(islot)
+        return True
+
+    def on_position_order_create(self, str position_id, str order_id, str symbol, object side,
+                                 object order_type, object status, object qty, object price=None,
+                                 object stop_price=None, object filled_qty="0", str client_id="",
+                                 int64_t ts_ns=0, int64_t seq=0):
+        """Bot platform ``PositionOrderCreate``: a full order object (decimal strings for
+        quantities and prices, venue strings for side/type/status). A repeat of a known
+        order id is applied as an update. Fills are not folded into the position: the
+        platform sends the position itself (``on_position_update``). True when applied."""
+        cdef OrderRec rec
+        cdef int event = 0
+        cdef OrderResult r
+        if order_id in self.order_slots:
+            return self.on_position_order_update(order_id, status, qty, price, stop_price, filled_qty,
+                                                 ts_ns, seq)
+        try:
+            islot = self._instrument_slot(symbol)
+            inst = <Instrument>self.instruments[islot]
+            sd = parse_side(side)
+            ot = parse_order_type(order_type)
+            st = parse_order_status(status)
+            q = _lots_field(inst, qty, "order qty")
+            f = _lots_field(inst, filled_qty, "order filled_qty")
+            px = _ticks_field(inst, price, "order price")
+            stop = _ticks_field(inst, stop_price, "order stop_price")
+        except (OrderInputError, DecimalError) as exc:
+            self._fail(exc)
+            return False
+        if q <= 0:
+            self._fail(OrderInputError(f"order {order_id!r}: qty must be positive, got {qty!r}"))
+            return False
+        order_init(&rec, sd, ot, q, px, stop, OS_PENDING_NEW, ts_ns)
+        rec.instrument_idx = <int32_t>islot
+        r = order_apply_snapshot(&rec, <uint8_t>st, q, f, px, stop, -1, ts_ns, seq, &event)
+        if r >= OR_ERROR:
+            self._fail(order_error(r, order_id, OS_PENDING_NEW, event, f"created as {status!r}"))
+            return False
+        rec.created_ns = ts_ns
+        slot = self._add_rec(order_id, client_id, &rec)
+        self.position_ids.setdefault(position_id, islot)
+        self._notify_order(slot)
+        return True
+
+    def on_position_order_update(self, str order_id, object status, object qty, object price=None,
+                                 object stop_price=None, object filled_qty="0", int64_t ts_ns=0,
+                                 int64_t seq=0):
+        """Bot platform ``PositionOrderUpdate``: the full order object again (absolute
+        quantities as decimal strings). Stale (older ``seq``/``ts_ns``) and repeated
+        objects are ignored. True when anything changed."""
+        cdef Py_ssize_t slot = self._slot_of(order_id)
+        if slot < 0:
+            return False
+        inst = <Instrument>self.instruments[self.order_recs[slot].instrument_idx]
+        try:
+            st = parse_order_status(status)
+            q = _lots_field(inst, qty, "order qty")
+            f = _lots_field(inst, filled_qty, "order filled_qty")
+            px = _ticks_field(inst, price, "order price")
+            stop = _ticks_field(inst, stop_price, "order stop_price")
+        except (OrderInputError, DecimalError) as exc:
+            self._fail(exc)
+            return False
+        return self._snapshot(slot, st, q, f, px, stop, -1, ts_ns, seq, False) == 1
+
+    def on_nft_energy_update(self, object energy, int64_t ts_ns=0):
+        """Bot platform ``NftEnergyUpdate``: ``energy`` is the venue's integer, the value
+        being energy / 100,000,000; kept exactly as the balance "NFT_ENERGY" with
+        decimals 8 (total = available = energy). True when it changed."""
+        if not isinstance(energy, int) or not (0 <= energy < (1 << 63)):
+            self._fail(OrderInputError(f"NftEnergyUpdate: energy must be a non-negative int64, got {energy!r}"))
+            return False
+        return self.set_balance("NFT_ENERGY", energy, energy, 0, 8, ts_ns)
+
+    def on_openorders(self, cancel=(), modify=(), str symbol=None, int64_t ts_ns=0):
+        """Stream venue ``openorders``: ``modify`` items are full order objects
+        (mappings with ``id``, ``state``, ``resd`` remaining lots, ``exec`` executed
+        lots, ``cost`` cumulative quote units (int, or a decimal string in the quote
+        currency), and for an unknown id ``side``, optional ``price`` ticks, ``type``,
+        ``symbol`` (else the ``symbol`` argument), ``clientId``; optional ``seq``,
+        ``ts``); ``cancel`` items name orders (``id``) the venue canceled. Newly
+        executed lots are folded into the position at the cost difference. The whole
+        frame is validated first and applied whole or not at all. Returns the number
+        of orders changed."""
+        # Phase 1: plan on copies (Order objects hold a copy of the record).
+        plans = {}        # slot or new id -> Order copy
+        news = []         # new order ids, in order
+        fills = []        # (key, side, lots, cost_delta)
+        cdef Order tmp
+        cdef OrderRec rec
+        cdef OrderResult r
+        cdef int event = 0
+        cdef int64_t q, f, px, cost, seq, ts, before_filled, before_cost
+        try:
+            for item in modify:
+                oid = _field(item, "id")
+                slot = self.order_slots.get(oid)
+                key = slot if slot is not None else oid
+                if key in plans:
+                    tmp = plans[key]
+                    islot = tmp.rec.instrument_idx
+                elif slot is not None:
+                    tmp = self._order_obj(slot)
+                    islot = tmp.rec.instrument_idx
+                else:
+                    islot = self._instrument_slot(item.get("symbol", symbol))
+                    inst0 = <Instrument>self.instruments[islot]
+                    order_init(&rec, parse_side(_field(item, "side")),
+                               parse_order_type(item.get("type", "limit")), 1,
+                               _ticks_field(inst0, item.get("price"), "price"), 0, OS_PENDING_NEW, 0)
+                    rec.instrument_idx = <int32_t>islot
+                    tmp = Order.from_rec(&rec, oid, str(item.get("clientId", "")), inst0, inst0.symbol)
+                    news.append(oid)
+                inst = <Instrument>self.instruments[islot]
+                st = parse_order_status(_field(item, "state"))
+                f = _lots_field(inst, _field(item, "exec"), "exec")
+                q = f + _lots_field(inst, _field(item, "resd"), "resd")
+                cost = _quote_units_any(inst, item.get("cost", -1), "cost") if "cost" in item else -1
+                px = _ticks_field(inst, item["price"], "price") if "price" in item else tmp.rec.price_ticks
+                seq = item.get("seq", 0)
+                ts = item.get("ts", ts_ns)
+                if key in news and tmp.rec.filled_lots == 0 and tmp.rec.qty_lots == 1:
+                    tmp.rec.qty_lots = q if q > 0 else 1
+                    tmp.rec.created_ns = ts
+                before_filled = tmp.rec.filled_lots
+                before_cost = tmp.rec.cost
+                r = order_apply_snapshot(&tmp.rec, <uint8_t>st, q, f, px, tmp.rec.stop_price_ticks, cost,
+                                         ts, seq, &event)
+                if r >= OR_ERROR:
+                    raise order_error(r, oid, tmp.rec.status, event, f"openorders modify {dict(item)!r}")
+                if r == OR_STALE:
+                    self.stale_count += 1
+                if tmp.rec.filled_lots > before_filled and cost >= 0:
+                    fills.append((islot, tmp.rec.side, tmp.rec.filled_lots - before_filled, cost - before_cost))
+                plans[key] = tmp
+            for item in cancel:
+                oid = _field(item, "id")
+                slot = self.order_slots.get(oid)
+                key = slot if slot is not None else oid
+                if key in plans:
+                    tmp = plans[key]
+                elif slot is not None:
+                    tmp = self._order_obj(slot)
+                else:
+                    raise OrderInputError(f"openorders cancel: unknown order id {oid!r}")
+                r = order_apply_event(&tmp.rec, OE_CANCELED, item.get("ts", ts_ns), item.get("seq", 0))
+                if r >= OR_ERROR:
+                    raise order_error(r, oid, tmp.rec.status, OE_CANCELED, "openorders cancel")
+                if r == OR_STALE:
+                    self.stale_count += 1
+                plans[key] = tmp
+            # Positions: fold the fills into copies too.
+            pos_plans = {}
+            for islot, sd, lots, cost_delta in fills:
+                ptmp = pos_plans.get(islot)
+                if ptmp is None:
+                    ptmp = pos_plans[islot] = Position.from_rec(&self.position_recs[<Py_ssize_t>islot],
+                                                                self.instruments[islot], self.instruments[islot].symbol)
+                r = position_apply_fill_notional(&(<Position>ptmp).rec, sd, lots, <i128><int64_t>cost_delta,
+                                                 -1, 0, 0, ts_ns)
+                if r != OR_OK:
+                    raise position_error(r, (<Position>ptmp).symbol, (<Position>ptmp).rec.status,
+                                         f"openorders fill of {lots} lots (cost {cost_delta})")
+        except (OrderInputError, DecimalError, InvalidTransition, KeyError, TypeError) as exc:
+            self._fail(exc)
+            return 0
+        # Phase 2: commit, then notify.
+        changed = []
+        for key, tmp in plans.items():
+            if isinstance(key, str):
+                slot = self._add_rec(key, tmp.client_id, &tmp.rec)
+            else:
+                slot = key
+                if memcmp(&self.order_recs[<Py_ssize_t>slot], &tmp.rec, sizeof(OrderRec)) == 0:
+                    continue
+                self.order_recs[<Py_ssize_t>slot] = tmp.rec
+            changed.append(slot)
+        for islot, ptmp in pos_plans.items():
+            self.position_recs[<Py_ssize_t>islot] = (<Position>ptmp).rec
+        self.fill_count += len(fills)
+        for slot in changed:
+            self._notify_order(slot)
+        for islot in pos_plans:
+            self._notify_position(islot)
+        return len(changed)
+
+    def on_balances(self, items, int64_t ts_ns=0):
+        """Stream venue ``positions`` (balances): mappings with ``asset`` and decimal
+        strings (or exact ints already at the asset's scale) ``total``, ``available``,
+        ``reserved``; one missing figure is derived from the other two. Converted at
+        the asset's decimals (``set_asset_decimals``, default 8) exactly; validated
+        whole before anything is applied. Returns how many balances changed."""
+        planned = []
+        try:
+            for item in items:
+                asset = _field(item, "asset")
+                decimals = self.asset_decimals.get(asset, 8)
+                vals = {}
+                for name in ("total", "available", "reserved"):
+                    if name in item and item[name] is not None:
+                        vals[name] = _scaled(item[name], decimals, f"{asset} {name}")
+                if len(vals) < 2:
+                    raise OrderInputError(f"balance {asset!r}: need at least two of total/available/reserved")
+                total = vals.get("total", vals.get("available", 0) + vals.get("reserved", 0))
+                reserved = vals.get("reserved", total - vals.get("available", 0))
+                available = vals.get("available", total - reserved)
+                if total < 0 or available < 0 or reserved < 0 or available + reserved != total:
+                    raise OrderInputError(f"balance {asset!r}: inconsistent total={total} available={available} "
+                                          f"reserved={reserved} (scale 10^-{decimals})")
+                planned.append((asset, total, available, reserved, decimals))
+        except (OrderInputError, DecimalError, KeyError, TypeError) as exc:
+            self._fail(exc)
+            return 0
+        return sum(1 for a, t, av, rs, d in planned if self.set_balance(a, t, av, rs, d, ts_ns))
