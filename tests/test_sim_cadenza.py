@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from feeds.sim.cadenza import ACCOUNT_PREFIX, BOOK_PREFIX, TRADE_PREFIX, Cadenza
 from feeds.sim.market import (
     QUOTE_DECIMALS, BookState, RecordedBinance, RecordedMarket, SyntheticMarket,
 )
-from test_sim_server import LOOPS, Collector, run_case
+from test_sim_server import LOOPS, Collector, run_case, sim_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = BOOK_PREFIX + "BTC-USDT"
@@ -533,12 +530,8 @@ def test_real_peer_centrifuge_python(loop_kind: str) -> None:
 
 
 def test_command_line_runs_and_stops() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "feeds.sim", "cadenza", "--port", "0",
-                             "--seed", "3", "--seconds", "30", "--loop", "asyncio"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+    with sim_process("cadenza", "--port", "0", "--seed", "3", "--seconds", "30",
+                     "--loop", "asyncio") as info:
         assert info["venue"] == "cadenza" and info["port"] > 0
 
         async def case() -> None:
@@ -547,12 +540,3 @@ def test_command_line_runs_and_stops() -> None:
             assert "client" in rep["connect"]
             await raw.close()
         run_case("uvloop", case)
-        proc.send_signal(signal.SIGTERM)  # clean stop on a signal
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

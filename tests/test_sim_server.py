@@ -7,9 +7,15 @@ left running in the loop, no socket left open once the loop is closed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import urllib.request
-from typing import Any, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 import uvloop
@@ -52,6 +58,27 @@ def run_case(loop_kind: str, case: Callable[[], Awaitable[Any]], timeout: float 
     leaked = _open_sockets() - before
     assert not leaked, f"sockets left open: {sorted(leaked)}"
     return result
+
+
+@contextlib.contextmanager
+def sim_process(*args: str, stop_signal: int = signal.SIGTERM) -> Iterator[dict[str, Any]]:
+    """Run ``python -m feeds.sim ARGS`` in its own process; yield the JSON line it
+    announces; on exit send ``stop_signal`` and require a clean exit (code 0)."""
+    proc = subprocess.Popen([sys.executable, "-m", "feeds.sim", *args],
+                            cwd=Path(__file__).resolve().parents[1], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        yield json.loads(proc.stdout.readline())
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class Collector(WSListener):
