@@ -272,6 +272,7 @@ cdef JsonStatus _object(BinanceDecoder self, JsonCursor* c, Scan* s, bint top) n
     if st != JS_END:
         return st
     if envelope and bare_fields:
+        s.field = F_NONE
         return js_fail(c, JS_BAD_FIELD, 0)       # event fields beside "data"
     return JS_OK
 

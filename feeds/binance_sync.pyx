@@ -3,7 +3,9 @@
 The rules (Binance's "how to manage a local order book"):
 
 - diffs that arrive before the snapshot are buffered;
-- on the snapshot, diffs with ``u <= lastUpdateId`` are dropped as stale;
+- on the snapshot, diffs with ``u <= lastUpdateId`` are dropped as stale (futures:
+  ``u < lastUpdateId``, as Binance documents, so that the diff ending exactly at the
+  snapshot bridges it);
 - the first applied diff must bridge the snapshot: spot ``U <= lastUpdateId + 1 <= u``,
   futures (USD-M, COIN-M) ``U <= lastUpdateId <= u``;
 - every later diff must chain: spot ``U == previous u + 1``, futures
@@ -159,7 +161,10 @@ cdef class BinanceBookSync:
         cdef int64_t last = book.last_update_id
         cdef bint chained
         cdef Level bid, ask
-        if hdr.final_update_id <= last:
+        # Futures bridge on U <= lastUpdateId <= u, so there a diff ending exactly at the
+        # snapshot is the bridging one (its absolute sizes re-state the snapshot's).
+        if hdr.final_update_id < last or (hdr.final_update_id == last and not (
+                self.futures and self.state == SYNC_BRIDGING)):
             self.dropped_stale += 1
             return DIFF_STALE
         if self.state == SYNC_BRIDGING:

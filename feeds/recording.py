@@ -3,7 +3,7 @@
 Formats read (``read_frames`` detects which):
 
 - **lines** (hftbacktest's and ours): one frame a line, ``<receive_ns> <payload>``,
-  gzip or plain. Our writer adds one escape hatch: a payload that holds a newline or
+  gzip, xz or plain (detected from the magic bytes, for every format). Our writer adds one escape hatch: a payload that holds a newline or
   carriage return (a Centrifugo frame carries several JSON objects separated by ``\\n``)
   or is binary is written as ``<receive_ns>+b64 <base64>``.
 - **cryptofeed** raw capture: ``<url> <-> <ts>`` (connection opened, skipped),
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import gzip
 import heapq
+import lzma
 import os
 import re
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
 _B64_MARK = b"+b64"
 
 
@@ -52,10 +54,15 @@ class RecordedFrame:
 
 
 def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open plain, gzip or xz files alike (detected from the magic bytes)."""
     fh: IO[bytes] = open(path, "rb")
-    if fh.read(2) == _GZIP_MAGIC:
+    magic = fh.read(6)
+    if magic[:2] == _GZIP_MAGIC:
         fh.close()
         return gzip.open(path, "rb")
+    if magic == _XZ_MAGIC:
+        fh.close()
+        return lzma.open(path, "rb")
     fh.seek(0)
     return fh
 
@@ -116,9 +123,9 @@ def read_cryptofeed(path: str | os.PathLike[str], *, with_http: bool = True) -> 
     p = Path(path)
     sources = [_read_cryptofeed_one(p)]
     if with_http:
-        m = re.match(r"^(.*)\.ws\.\d+\.(\d+)$", p.name)
+        m = re.match(r"^(.*)\.ws\.\d+\.(\d+)((?:\.gz|\.xz)?)$", p.name)
         if m:
-            companion = p.with_name(f"{m.group(1)}.http.0.{m.group(2)}")
+            companion = p.with_name(f"{m.group(1)}.http.0.{m.group(2)}{m.group(3)}")
             if companion.exists():
                 sources.append(_read_cryptofeed_one(companion))
     if len(sources) == 1:
