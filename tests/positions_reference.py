@@ -12,8 +12,9 @@ Two views of a position are kept side by side:
   |q| lots removes floor(notional * k / |q|) from the cost basis, the sub-unit
   remainder staying in the open position.
 
-Invariant tying them: realized + notional == realized_exact + avg_exact * qty, and
-both realized figures agree whenever the position is flat.
+Invariant tying them: realized - notional == realized_exact - avg_exact * qty (so
+realized + unrealized PnL at any mark is the same in both), and both realized figures
+agree whenever the position is flat.
 """
 from __future__ import annotations
 

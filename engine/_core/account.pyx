@@ -752,7 +752,8 @@ cdef class Account:
             return False
         r = position_set_status(&tmp, code, ts_ns)
         if r >= OR_ERROR:
-            self._fail(position_error(r, symbol, p.status, f"venue position {position_id!r} to {status!r}"))
+            self._fail(position_error(r, symbol, p.status, f"to {position_status_name(code)} "
+                                                           f"(venue position {position_id!r}, {status!r})"))
             return False
         tmp.qty_lots = qty_lots
         tmp.entry_notional = notional

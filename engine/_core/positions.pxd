@@ -14,7 +14,9 @@
 # floor(entry_notional * k / |q|) from the entry notional; the remainder (less than
 # one quote unit) stays in the open position's cost basis, so the realized PnL over a
 # round trip (open .. flat) is exact and no value is ever lost or invented:
-# realized_pnl + entry_notional always equals the exact average-cost figure.
+# realized_pnl - entry_notional always equals the exact average-cost figure, so
+# realized + unrealized PnL at any mark is exact at every moment; only the split
+# between the two may differ from average-cost accounting by the kept remainder.
 # A fill known only by its total notional (cumulative venue cost) that flips the
 # position splits that notional the same way: floor for the close part, the rest to
 # the open part.

@@ -323,8 +323,10 @@ cdef class Position:
             raise AssertionError("cost basis sign differs from the quantity's")
         if p.status >= PS_COUNT:
             raise AssertionError(f"bad status {p.status}")
-        if p.fill_count > 0 and p.min_price_ticks > p.max_price_ticks:
+        if p.max_price_ticks >= 0 and p.min_price_ticks > p.max_price_ticks:
             raise AssertionError("min price above max price")
+        if (p.max_price_ticks < 0) != (p.min_price_ticks == INT64_MAX):
+            raise AssertionError("only one of min/max price set")
 
     @property
     def qty_lots(self) -> int:
@@ -354,12 +356,12 @@ cdef class Position:
         return self.rec.status
     @property
     def min_price_ticks(self):
-        """Lowest fill price seen, None before any fill."""
-        return self.rec.min_price_ticks if self.rec.fill_count else None
+        """Lowest fill price seen, None before any fill with a price."""
+        return self.rec.min_price_ticks if self.rec.max_price_ticks >= 0 else None
     @property
     def max_price_ticks(self):
-        """Highest fill price seen, None before any fill."""
-        return self.rec.max_price_ticks if self.rec.fill_count else None
+        """Highest fill price seen, None before any fill with a price."""
+        return self.rec.max_price_ticks if self.rec.max_price_ticks >= 0 else None
     @property
     def fill_count(self) -> int:
         """Fills applied."""

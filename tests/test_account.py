@@ -1,0 +1,323 @@
+"""Account: orders and positions together, venue event shapes, callbacks, feed mode."""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine import Account, Instrument, InvalidTransition, OrderStatus, PositionStatus, Side
+from engine.account import ORDER_DTYPE, ORDER_ROW_SIZE, Balance, Order, OrderEvent, OrderInputError, Position
+from engine.errors import DecimalError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import positions_reference as ref  # noqa: E402
+
+S = OrderStatus
+
+
+def btc() -> Instrument:
+    return Instrument("BTCUSDT", "0.01", "0.001")
+
+
+def account(**kw: Any) -> Account:
+    acct = Account("A-1", [btc(), Instrument("ETHUSDT", "0.01", "0.01")], **kw)
+    return acct
+
+
+def full_state(acct: Account) -> tuple[Any, ...]:
+    orders = acct.orders()
+    positions = [(p.qty_lots, p.entry_notional, p.realized_pnl, p.fees, p.status, p.fill_count)
+                 for p in acct.positions()]
+    return (orders.tobytes(), tuple(positions), tuple(sorted(acct.balances().items())), acct.order_count)
+
+
+def test_dtype_mirrors_the_c_row() -> None:
+    assert ORDER_DTYPE.itemsize == ORDER_ROW_SIZE
+
+
+def test_fill_goes_to_order_and_position() -> None:
+    acct = account()
+    acct.add_order("1", "BTCUSDT", Side.BID, 10, 6183763, status=S.NEW, client_id="c-1", ts_ns=5)
+    assert acct.apply_fill("1", trade_id=77, price_ticks=6183763, qty_lots=4, fee=12, ts_ns=9) is True
+    o = acct.order("1")
+    assert (o.status, o.filled_lots, o.cost, o.updated_ns, o.client_id) == (S.PARTIALLY_FILLED, 4, 6183763 * 4, 9, "c-1")
+    assert acct.order_by_client_id("c-1").order_id == "1"
+    pos = acct.position("BTCUSDT")
+    assert (pos.qty_lots, pos.entry_notional, pos.fees, pos.status) == (4, 6183763 * 4, 12, PositionStatus.IN_PROGRESS)
+    rows = acct.orders()
+    assert rows.dtype == ORDER_DTYPE
+    assert rows[0]["filled_lots"] == 4 and rows[0]["status"] == S.PARTIALLY_FILLED and rows[0]["slot"] == 0
+    assert acct.order_ids_by_slot() == ["1"]
+    slot = acct.order_slot("1")
+    assert acct.apply_fill_slot(slot, 78, 6183700, 6) is True
+    assert acct.order("1").status == S.FILLED
+    assert len(acct.orders(open_only=True)) == 0
+    acct._check_invariants()
+
+
+def test_refused_fill_changes_neither_order_nor_position() -> None:
+    acct = account()
+    acct.add_order("1", "BTCUSDT", Side.ASK, 10, 100, status=S.NEW)
+    acct.apply_fill("1", 1, 100, 3)
+    before = full_state(acct)
+    for args in [("1", 1, 100, 1), ("1", 2, 100, 8), ("1", 3, -5, 1), ("1", 4, 100, 0)]:
+        with pytest.raises((InvalidTransition, OrderInputError)):
+            acct.apply_fill(*args)
+        assert full_state(acct) == before
+    with pytest.raises(OrderInputError, match="'nope'"):
+        acct.apply_fill("nope", 5, 100, 1)
+    # A FAILED position refuses the fill; the order must not move either.
+    acct.set_position_status("BTCUSDT", PositionStatus.FAILED)
+    before = full_state(acct)
+    with pytest.raises(InvalidTransition, match="FAILED"):
+        acct.apply_fill("1", 6, 100, 1)
+    assert full_state(acct) == before
+    assert acct.error_count == 6
+
+
+def test_feed_mode_counts_reports_and_keeps_state() -> None:
+    errors: list[Exception] = []
+    acct = account(feed_mode=True)
+    acct.set_callbacks(on_error=errors.append)
+    acct.add_order("1", "BTCUSDT", Side.BID, 5, 100, status=S.NEW)
+    acct.apply_fill("1", 1, 100, 5)
+    before = full_state(acct)
+    assert acct.apply_fill("1", 2, 100, 1) is False                # closed order
+    assert acct.apply_order_event("1", OrderEvent.CANCELED) is False
+    assert acct.on_position_order_update("1", "Bogus", "0.005") is False
+    assert full_state(acct) == before
+    assert acct.error_count == 3
+    assert [type(e) for e in errors] == [InvalidTransition, InvalidTransition, OrderInputError]
+    assert "'1'" in str(errors[0]) and "FILLED" in str(errors[0])
+    assert "'Bogus'" in str(errors[2])
+
+
+def test_callbacks_run_after_the_change_and_user_errors_are_contained(caplog: pytest.LogCaptureFixture) -> None:
+    acct = account()
+    seen: list[tuple[str, Any]] = []
+
+    def on_order(order: Order) -> None:
+        # The account already shows the new state when the callback runs.
+        seen.append(("order", (order.status, acct.order(order.order_id).filled_lots)))
+        raise RuntimeError("user bug")
+
+    def on_position(pos: Position) -> None:
+        seen.append(("position", pos.qty_lots))
+
+    def on_balance(asset: str, bal: Balance) -> None:
+        seen.append(("balance", (asset, bal.total)))
+
+    acct.set_callbacks(on_order=on_order, on_position=on_position, on_balance=on_balance)
+    acct.add_order("1", "BTCUSDT", Side.BID, 5, 100, status=S.NEW)
+    with caplog.at_level(logging.ERROR, logger="engine.account"):
+        acct.apply_fill("1", 1, 100, 2)
+    acct.set_balance("USDT", 100, 90, 10)
+    assert seen == [("order", (S.NEW, 0)), ("order", (S.PARTIALLY_FILLED, 2)), ("position", 2),
+                    ("balance", ("USDT", 100))]
+    assert acct.callback_error_count == 2
+    assert "user bug" in caplog.text
+    assert acct.order("1").filled_lots == 2
+    acct._check_invariants()
+
+
+def test_order_events_stale_and_idempotent() -> None:
+    acct = account()
+    acct.add_order("1", "BTCUSDT", Side.BID, 5, 100)
+    assert acct.apply_order_event("1", OrderEvent.ACCEPTED, ts_ns=10, seq=1) is True
+    assert acct.apply_order_event("1", OrderEvent.ACCEPTED, ts_ns=10, seq=1) is False
+    assert acct.apply_order_event("1", OrderEvent.CANCELED, ts_ns=11, seq=1) is False   # stale sequence
+    assert acct.stale_count == 2
+    assert acct.order("1").status == S.NEW
+    assert acct.apply_order_snapshot("1", S.PARTIALLY_FILLED, 5, 2, 100, cost=200, seq=3, fold_fills=True)
+    assert acct.position("BTCUSDT").qty_lots == 2
+    assert not acct.apply_order_snapshot("1", S.PARTIALLY_FILLED, 5, 2, 100, cost=200, seq=3, fold_fills=True)
+    assert acct.position("BTCUSDT").qty_lots == 2
+
+
+def test_bot_platform_flow() -> None:
+    acct = account()
+    assert acct.on_position_create("P1", "BTCUSDT", "Created", ts_ns=1)
+    assert acct.on_position_order_create("P1", "O1", "BTCUSDT", "Buy", "Limit", "New", "0.010", "61837.63",
+                                         client_id="c1", ts_ns=2)
+    o = acct.order("O1")
+    assert (o.qty_lots, o.price_ticks, o.status, o.side) == (10, 6183763, S.NEW, Side.BID)
+    assert acct.on_position_order_update("O1", "PartiallyFilled", "0.010", "61837.63", filled_qty="0.004", ts_ns=3)
+    assert not acct.on_position_order_update("O1", "PartiallyFilled", "0.010", "61837.63", filled_qty="0.004",
+                                             ts_ns=3)                     # the same object again
+    assert not acct.on_position_order_update("O1", "New", "0.010", "61837.63", ts_ns=2)   # older: stale
+    assert acct.order("O1").filled_lots == 4
+    assert acct.on_position_update("P1", "BTCUSDT", "InProgress", "0.004", entry_price="61837.63", ts_ns=4)
+    pos = acct.position("BTCUSDT")
+    assert (pos.qty_lots, pos.avg_entry_price, pos.status) == (4, 6183763, PositionStatus.IN_PROGRESS)
+    # A stop order of another type, created already filled.
+    assert acct.on_position_order_create("P1", "O2", "BTCUSDT", "Sell", "StopMarket", "Filled", "0.004",
+                                         None, stop_price="61000", filled_qty="0.004", ts_ns=5)
+    assert acct.order("O2").status == S.FILLED and acct.order("O2").stop_price_ticks == 6100000
+    assert acct.on_position_update("P1", "BTCUSDT", "Completed", "0", realized_pnl="-3.36252", ts_ns=6)
+    pos = acct.position("BTCUSDT")
+    assert (pos.qty_lots, pos.status, pos.realized_pnl) == (0, PositionStatus.COMPLETED, -336252)
+    # A new venue position on the flat instrument starts a new round trip.
+    assert acct.on_position_create("P2", "BTCUSDT", "InProgress", "0.002", entry_price="61000.005", side="Short")
+    pos = acct.position("BTCUSDT")
+    assert pos.qty_lots == -2 and pos.entry_notional == -12200001 and pos.realized_pnl == -336252
+
+
+def test_bot_platform_bad_input_changes_nothing() -> None:
+    acct = account()
+    acct.on_position_create("P1", "BTCUSDT", "InProgress", "0.004", entry_price="100")
+    acct.on_position_order_create("P1", "O1", "BTCUSDT", "Buy", "Limit", "New", "0.010", "100")
+    before = full_state(acct)
+    bad_calls = [
+        (acct.on_position_order_update, ("O1", "Weird", "0.010", "100"), OrderInputError, "'Weird'"),
+        (acct.on_position_order_update, ("O1", "New", "-0.010", "100"), OrderInputError, "quantity"),
+        (acct.on_position_order_update, ("O1", "PartiallyFilled", "0.010", "100", None, "0.011"),
+         InvalidTransition, "overfill"),
+        (acct.on_position_order_update, ("O1", "New", "0.0105", "100"), DecimalError, "0.0105"),
+        (acct.on_position_order_create, ("P1", "O9", "BTCUSDT", "Buy", "Iceberg", "New", "1", "1"),
+         OrderInputError, "'Iceberg'"),
+        (acct.on_position_create, ("P1", "BTCUSDT", "Created"), InvalidTransition, "already"),
+        (acct.on_position_update, ("P1", "BTCUSDT", "Created", "0.004", "100"), InvalidTransition, "CREATED"),
+        (acct.on_position_update, ("P1", "BTCUSDT", "Done", "0.004", "100"), OrderInputError, "'Done'"),
+        (acct.on_position_update, ("P1", "BTCUSDT", "InProgress", "0.001", "100.001"), DecimalError, "100.001"),
+        (acct.on_position_update, ("PX", "BTCUSDT", "InProgress", "0.001", "100"), OrderInputError, "'PX'"),
+        (acct.on_nft_energy_update, (-1,), OrderInputError, "energy"),
+    ]
+    for fn, args, exc, match in bad_calls:
+        with pytest.raises(exc, match=match):
+            fn(*args)
+        assert full_state(acct) == before, fn
+
+
+def test_nft_energy_is_exact() -> None:
+    acct = account()
+    assert acct.on_nft_energy_update(12_345_678_901, ts_ns=7)
+    assert acct.balance("NFT_ENERGY") == Balance(12_345_678_901, 12_345_678_901, 0, 8, 7)
+    assert not acct.on_nft_energy_update(12_345_678_901, ts_ns=7)
+    assert not acct.on_nft_energy_update(1, ts_ns=6)        # stale
+
+
+def test_stream_openorders_create_modify_cancel_and_fold() -> None:
+    acct = account()
+    n = acct.on_openorders(modify=[
+        {"id": "s1", "symbol": "BTCUSDT", "side": "buy", "state": "open", "price": 6000000, "resd": 10,
+         "exec": 0, "cost": 0},
+        {"id": "s2", "symbol": "BTCUSDT", "side": "sell", "state": "open", "price": 6100000, "resd": 3,
+         "exec": 0, "cost": 0},
+    ], ts_ns=1)
+    assert n == 2 and acct.order("s1").qty_lots == 10 and acct.order("s2").side == Side.ASK
+    n = acct.on_openorders(modify=[{"id": "s1", "state": "partial", "resd": 6, "exec": 4, "cost": 24000000}], ts_ns=2)
+    assert n == 1
+    assert acct.position("BTCUSDT").qty_lots == 4 and acct.position("BTCUSDT").entry_notional == 24000000
+    n = acct.on_openorders(modify=[{"id": "s2", "state": "filled", "resd": 0, "exec": 3, "cost": 18300000}],
+                           cancel=[{"id": "s1"}], ts_ns=3)
+    assert n == 2
+    assert acct.order("s1").status == S.CANCELED and acct.order("s2").status == S.FILLED
+    pos = acct.position("BTCUSDT")
+    assert pos.qty_lots == 1 and pos.realized_pnl == 18300000 - 18000000
+    # A decimal-string cost in quote currency converts exactly.
+    acct.on_openorders(modify=[{"id": "s3", "symbol": "BTCUSDT", "side": "sell", "state": "filled", "resd": 0,
+                                "exec": 1, "cost": "60.5"}])
+    assert acct.position("BTCUSDT").qty_lots == 0
+    assert acct.position("BTCUSDT").realized_pnl == 300000 + 6050000 - 6000000
+    acct._check_invariants()
+
+
+def test_stream_openorders_frame_is_all_or_nothing() -> None:
+    acct = account()
+    acct.on_openorders(modify=[{"id": "s1", "symbol": "BTCUSDT", "side": "buy", "state": "open", "resd": 5,
+                                "exec": 0, "cost": 0}])
+    before = full_state(acct)
+    frames: list[dict[str, Any]] = [
+        {"modify": [{"id": "s1", "state": "partial", "resd": 3, "exec": 2, "cost": 200},
+                    {"id": "s9", "state": "open", "resd": 1, "exec": 0}]},             # s9: no side/symbol
+        {"modify": [{"id": "s1", "state": "partial", "resd": 3, "exec": 2, "cost": 200}],
+         "cancel": [{"id": "unknown"}]},
+        {"modify": [{"id": "s1", "state": "sleeping", "resd": 5, "exec": 0}]},
+        {"modify": [{"id": "s1", "state": "partial", "resd": 0, "exec": -1}]},
+        {"modify": [{"id": "s1", "state": "filled", "resd": 2, "exec": 3, "cost": 300}]},
+    ]
+    for frame in frames:
+        with pytest.raises((OrderInputError, InvalidTransition, DecimalError)):
+            acct.on_openorders(**frame)
+        assert full_state(acct) == before, frame
+
+
+def test_stream_balances() -> None:
+    acct = account()
+    acct.set_asset_decimals("BTC", 8)
+    acct.set_asset_decimals("USDT", 6)
+    n = acct.on_balances([{"asset": "BTC", "total": "1.5", "available": "1.25"},
+                          {"asset": "USDT", "available": "100.000001", "reserved": "0"}], ts_ns=3)
+    assert n == 2
+    assert acct.balance("BTC") == Balance(150_000_000, 125_000_000, 25_000_000, 8, 3)
+    assert acct.balance("USDT") == Balance(100_000_001, 100_000_001, 0, 6, 3)
+    before = full_state(acct)
+    with pytest.raises(DecimalError, match="0.0000001"):
+        acct.on_balances([{"asset": "BTC", "total": "2", "available": "2"},
+                          {"asset": "USDT", "total": "0.0000001", "available": "0"}])
+    with pytest.raises(OrderInputError, match="inconsistent"):
+        acct.on_balances([{"asset": "BTC", "total": "1", "available": "2", "reserved": "0"}])
+    assert full_state(acct) == before
+
+
+def test_remove_closed_orders_compacts() -> None:
+    acct = account()
+    for i in range(6):
+        acct.add_order(str(i), "ETHUSDT", Side.BID, 2, 100, status=S.NEW)
+    for i in (0, 2, 5):
+        acct.apply_order_event(str(i), OrderEvent.CANCELED)
+    assert acct.remove_closed_orders() == 3
+    assert acct.order_ids_by_slot() == ["1", "3", "4"]
+    assert acct.apply_fill("4", 1, 100, 2)
+    acct._check_invariants()
+    with pytest.raises(OrderInputError):
+        acct.order("0")
+
+
+def test_seeded_random_account_against_reference() -> None:
+    """Random adds, fills (some refused) and cancels; the account matches the reference
+    after every step and its invariants hold."""
+    rng = random.Random(5)
+    acct = account()
+    r = ref.ReferenceAccount()
+    next_id = 0
+    open_ids: list[str] = []
+    for step in range(3_000):
+        if not open_ids or rng.random() < 0.2:
+            oid = f"o{next_id}"
+            next_id += 1
+            side, qty, px = rng.choice([0, 1]), rng.randint(1, 50), rng.randint(900, 1100)
+            acct.add_order(oid, "BTCUSDT", side, qty, px, status=S.NEW)
+            r.add_order(oid, "BTCUSDT", side, qty, px)
+            open_ids.append(oid)
+            continue
+        oid = rng.choice(open_ids)
+        if rng.random() < 0.1:
+            acct.apply_order_event(oid, OrderEvent.CANCELED)
+            r.orders[oid].apply_event(ref.E_CANCELED)
+        else:
+            qty = rng.randint(1, 30)
+            px = rng.randint(900, 1100)
+            try:
+                r.orders[oid].apply_fill(px, qty, step + 1)
+            except ref.ReferenceError_:
+                with pytest.raises(InvalidTransition):
+                    acct.apply_fill(oid, step + 1, px, qty)
+            else:
+                r.positions["BTCUSDT"].apply_fill(r.orders[oid].side, px, qty)
+                acct.apply_fill(oid, step + 1, px, qty)
+        o, ro = acct.order(oid), r.orders[oid]
+        assert (o.status, o.filled_lots, o.cost) == (ro.status, ro.filled_lots, ro.cost)
+        if o.is_closed:
+            open_ids.remove(oid)
+        p, rp = acct.position("BTCUSDT"), r.positions["BTCUSDT"]
+        assert (p.qty_lots, p.entry_notional, p.realized_pnl) == (rp.qty, rp.notional, rp.realized)
+        if step % 100 == 0:
+            acct._check_invariants()
+    rows = acct.orders()
+    assert np.array_equal(rows["filled_lots"], [r.orders[i].filled_lots for i in acct.order_ids_by_slot()])
