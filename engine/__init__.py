@@ -18,8 +18,32 @@ from engine._core.instrument import Instrument
 from engine.book import LEVEL_DTYPE, CrossPolicy, OrderBook, Side
 from engine.engine import Engine, Trade
 from engine.kline import BAR_DTYPE, KlineAggregator, KlineError
+from engine.account import (
+    ORDER_DTYPE,
+    Account,
+    Balance,
+    Order,
+    OrderEvent,
+    OrderInputError,
+    OrderStatus,
+    OrderType,
+    Position,
+    PositionEvent,
+    PositionStatus,
+)
 
 __all__ = [
+    "Account",
+    "Balance",
+    "ORDER_DTYPE",
+    "Order",
+    "OrderEvent",
+    "OrderInputError",
+    "OrderStatus",
+    "OrderType",
+    "Position",
+    "PositionEvent",
+    "PositionStatus",
     "BAR_DTYPE",
     "KlineAggregator",
     "KlineError",
