@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 import pytest
-from picows import WSMsgType, ws_connect
+from picows import WSFrame, WSMsgType, WSTransport, ws_connect
 
 from feeds.sim.binance import BinanceSim, binance_instrument, load_default_recording
 from feeds.sim.market import BookDelta, BookSnapshot, BookState
@@ -247,3 +247,40 @@ def test_command_line_binance() -> None:
             status, snap = await http_get(info["rest_url"], "/api/v3/depth?symbol=BTCUSDT&limit=5")
             assert status == 200 and len(snap["asks"]) == 5
         run_case("asyncio", case)
+
+
+class PingCounter(Collector):  # type: ignore[misc]
+    """Counts WebSocket PINGs (auto-pong off, so picows hands them to us) and answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.PING:
+            self.pings += 1
+            transport.send_pong(frame.get_payload_as_bytes())
+        else:
+            super().on_ws_frame(transport, frame)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_server_pings_and_stall_silences_them(loop_kind: str) -> None:
+    async def case() -> None:
+        async with BinanceSim(interval_s=None, ping_s=0.05) as sim:
+            t, c = await ws_connect(PingCounter, sim.stream_url(DEPTH), enable_auto_pong=False)
+            assert isinstance(c, PingCounter)
+            await asyncio.sleep(0.3)
+            assert c.pings >= 3
+            sim.stall(0.5)  # a frozen server: no data and no pings
+            before = c.pings
+            sim.advance(20)
+            await asyncio.sleep(0.3)
+            assert c.pings == before and c.frames == []
+            await asyncio.sleep(0.4)
+            assert c.pings > before and c.frames == _frames_of(sim, {DEPTH})[:len(c.frames)]
+            assert c.frames
+            t.disconnect()
+            await t.wait_disconnected()
+    run_case(loop_kind, case)
+

@@ -71,8 +71,11 @@ class BinanceSim(SimServer):
         b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":')
 
     def __init__(self, recording: RecordedBinance | None = None, *, interval_s: float | None = 0.001,
-                 frames_per_tick: int = 50, http_port: int = 0, **server_kw: Any) -> None:
+                 frames_per_tick: int = 50, http_port: int = 0, ping_s: float = 20.0,
+                 **server_kw: Any) -> None:
         super().__init__(**server_kw)
+        #: Seconds between WebSocket PING frames to every client (Binance: 20 s).
+        self.ping_s = ping_s
         self.recording = recording if recording is not None else load_default_recording()
         self.instrument = self.recording.instrument
         self.symbol = self.instrument.symbol
@@ -103,6 +106,13 @@ class BinanceSim(SimServer):
         await self.http.start()
         if self.interval_s is not None:
             self.spawn(self._replay_loop(self.interval_s), "replay")
+        self.spawn(self._ping_loop(), "ping")
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_s)
+            for c in self.clients:
+                c.ping()
 
     async def on_stop(self) -> None:
         await self.http.stop()

@@ -233,6 +233,12 @@ class SimClient:
         self._mark_closed(0)
         self.transport.disconnect(graceful=False)
 
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a WebSocket PING control frame (skipped while closed or stalled: a
+        frozen server sends nothing)."""
+        if not self.closed and self._stall_handle is None:
+            self.transport.send_ping(payload)
+
     def stall(self, seconds: float) -> None:
         """Hold every outgoing frame for ``seconds`` (they queue, bounded), then
         resume. Models a frozen feed: the client should notice the silence. A new
@@ -412,6 +418,12 @@ class SimServer:
                 await asyncio.wait_for(c.transport.wait_disconnected(), timeout)
             except (asyncio.TimeoutError, Exception):
                 c.transport.disconnect(graceful=False)
+        # A message that arrived while closing may have spawned a task (a burst...).
+        while self._tasks:
+            late = list(self._tasks)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._server.close()
         await self._server.wait_closed()
         self._server = None
