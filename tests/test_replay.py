@@ -1,0 +1,151 @@
+"""``python -m engine replay`` and the recording readers/writer (feeds.recording)."""
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.replay import infer_steps, main
+from feeds.recording import (
+    RecordedFrame,
+    RecordingWriter,
+    detect_format,
+    read_cryptofeed,
+    read_frames,
+    read_lines,
+    seconds_to_ns,
+)
+
+DATA = Path(__file__).parent / "data" / "binance"
+USDM = DATA / "hftbacktest_usdm_btcusdt_20240808_first6000.txt.xz"
+REQUIRED = {"frames", "depth_applied", "dropped_stale", "gaps", "errors", "bbo_checks",
+            "bbo_mismatches", "crossed", "best_bid", "best_ask", "seconds"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cli_json_has_the_required_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(USDM), "--venue", "binance-usdm", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert REQUIRED <= out.keys()
+    assert out["frames"] == 6000 and out["gaps"] == 0 and out["errors"] == 0
+    assert out["bbo_mismatches"] == 0 and out["bbo_checks"] > 40
+    assert isinstance(out["best_bid"], str) and isinstance(out["best_ask"], str)
+    assert out["best_bid"] < out["best_ask"]
+    assert out["seconds"] > 0
+
+
+def test_cli_given_sizes_and_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(USDM), "--venue", "binance-usdm", "--tick-size", "0.01", "--lot-size", "0.001"]) == 0
+    text = capsys.readouterr().out
+    assert "tick_size        0.01" in text and "bbo_mismatches   0" in text
+
+
+def test_cli_too_coarse_sizes_count_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(USDM), "--venue", "binance-usdm", "--lot-size", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["errors"] > 0          # the snapshot itself is rejected: nothing to sync to
+    assert out["depth_applied"] == 0
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_snapshot = tmp_path / "diffs.txt"
+    no_snapshot.write_bytes(b'1 {"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[],"a":[]}\n')
+    assert main([str(no_snapshot), "--venue", "binance-spot"]) == 2
+    assert "no depth snapshot" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), "--venue", "binance-spot"]) == 2
+    with pytest.raises(SystemExit):
+        main([str(USDM), "--venue", "kraken"])
+
+
+def test_python_dash_m_engine_replay() -> None:
+    proc = subprocess.run([sys.executable, "-m", "engine", "replay", str(USDM), "--venue", "binance-usdm", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    assert json.loads(proc.stdout)["gaps"] == 0
+
+
+def test_infer_steps_rule() -> None:
+    snap = b'{"lastUpdateId":1,"bids":[["61837.63000000","3.78826000"],["61800.10000000","1.00000000"]],"asks":[]}'
+    assert infer_steps(snap) == ("0.01", "0.00000001")
+    assert infer_steps(b'{"bids":[["100","5"]],"asks":[]}') == ("1", "1")
+    with pytest.raises(ValueError):
+        infer_steps(b'{"lastUpdateId":1,"bids":[],"asks":[]}')
+
+
+# --- recording formats ----------------------------------------------------------------
+
+def test_writer_round_trip_plain_gzip_and_escapes(tmp_path: Path) -> None:
+    frames = [
+        (1723161253937085768, b'{"stream":"x","data":{"u":1}}'),
+        (2, b'{"push":{"channel":"a"}}\n{"push":{"channel":"b"}}'),   # Centrifugo batch
+        (3, b"\x00\xffbinary"),
+        (4, bytearray(b"[1]")),
+        (5, memoryview(b"{}")),
+    ]
+    for name in ("rec.txt", "rec.txt.gz"):
+        path = tmp_path / name
+        with RecordingWriter(path) as w:
+            for ns, payload in frames:
+                w.write(ns, payload)
+        assert w.frames == len(frames)
+        got = list(read_lines(path))
+        assert got == [RecordedFrame(ns, bytes(p)) for ns, p in frames]
+        assert detect_format(path) == "lines"
+    assert (tmp_path / "rec.txt").read_bytes().splitlines()[0] == b'1723161253937085768 {"stream":"x","data":{"u":1}}'
+    with gzip.open(tmp_path / "rec.txt.gz") as fh:
+        assert fh.readline().startswith(b"1723161253937085768 ")
+    with pytest.raises(ValueError):
+        RecordingWriter(tmp_path / "x").write(-1, b"{}")
+
+
+def test_read_lines_rejects_malformed(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"1 {}\n\nnot-a-number {}\n")
+    with pytest.raises(ValueError, match="bad.txt:3"):
+        list(read_lines(bad))
+
+
+def test_seconds_to_ns_is_exact() -> None:
+    assert seconds_to_ns("1633998512.0633569") == 1633998512063356900
+    assert seconds_to_ns(b"1633998511") == 1633998511000000000
+    assert seconds_to_ns("1.1234567891") == 1123456789
+    with pytest.raises(ValueError):
+        seconds_to_ns("1e9")
+
+
+def test_cryptofeed_capture_format(tmp_path: Path) -> None:
+    ws = tmp_path / "BINANCE.ws.1.0"
+    ws.write_bytes(
+        b"wss://stream.binance.com:9443/stream?streams=a <-> 1633998511.159679\n"
+        b"wss://stream.binance.com:9443/stream <- 1633998511.2: {\"method\":\"SUBSCRIBE\"}\n"
+        b"\n"
+        b"1633998512.0633569: {\"stream\":\"a@depth\",\"data\":{}}\n"
+        b"1633998513.5: {\"stream\":\"a@bookTicker\",\"data\":{}}\n")
+    http = tmp_path / "BINANCE.http.0.0"
+    http.write_bytes(b"https://api.binance.com/api/v3/depth?symbol=A&limit=1000 -> 1633998512.32: {\"lastUpdateId\":1}\n")
+    assert detect_format(ws) == "cryptofeed"
+    got = list(read_frames(ws))
+    assert [f.recv_ns for f in got] == [1633998512063356900, 1633998512320000000, 1633998513500000000]
+    assert got[1].channel.endswith("symbol=A&limit=1000") and got[1].payload == b'{"lastUpdateId":1}'
+    assert [f.channel for f in read_cryptofeed(ws, with_http=False)] == ["", ""]
+    (tmp_path / "junk.0").write_bytes(b"1.0 not a capture\n")
+    with pytest.raises(ValueError, match="junk.0:1"):
+        list(read_cryptofeed(tmp_path / "junk.0"))
+
+
+def test_copied_cryptofeed_files_read_with_their_companion() -> None:
+    frames = list(read_frames(DATA / "cryptofeed" / "BINANCE.ws.1.0.xz"))
+    assert sum(1 for f in frames if f.channel) == 4
+    assert all(a.recv_ns <= b.recv_ns for a, b in zip(frames, frames[1:]))
+
+
+def test_xz_and_gzip_detected_by_magic(tmp_path: Path) -> None:
+    line = b'7 {"a":1}\n'
+    (tmp_path / "a.bin").write_bytes(lzma.compress(line))
+    (tmp_path / "b.bin").write_bytes(gzip.compress(line))
+    for name in ("a.bin", "b.bin"):
+        assert list(read_frames(tmp_path / name)) == [RecordedFrame(7, b'{"a":1}')]
