@@ -119,11 +119,12 @@ class _Frame:
         self.trades.append(trade)
         self.volume += trade[1]
         self.notional += trade[0] * trade[1]
-        done = {
-            "tick": len(self.trades) >= self.threshold,
-            "volume": self.volume >= self.threshold,
-            "notional": self.notional >= self.threshold,
-        }[self.kind]
+        if self.kind == "tick":
+            done = len(self.trades) >= self.threshold
+        elif self.kind == "volume":
+            done = self.volume >= self.threshold
+        else:
+            done = self.notional >= self.threshold
         if done:
             bar = self._activity_bar()
             self._close(bar)

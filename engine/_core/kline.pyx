@@ -139,6 +139,7 @@ cdef inline void _bar_out(const Frame* f, Bar* out) noexcept nogil:
     out.notional_lo = <uint64_t>f.cur_notional
     out.notional_hi = <int64_t>(f.cur_notional >> 64)
     if f.kind != FRAME_TIME:
+        out.open_ts_ns = f.cur.first_trade_ts_ns
         out.close_ts_ns = f.cur.last_trade_ts_ns
 
 
