@@ -311,6 +311,7 @@ class _Listener(WSListener):
         self.fragments: bytearray | None = None
         self.peer_close: tuple[int, str] | None = None
         self.transport: WSTransport | None = None
+        self.dead = False  # set by Feed._abort: later frames of this connection are ignored
         self.last_frame_ns = _time_ns()
         self.disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -321,6 +322,8 @@ class _Listener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         recv_ns = _time_ns()
         self.last_frame_ns = recv_ns
+        if self.dead:
+            return  # this connection is being closed: nothing more is applied from it
         msg_type = frame.msg_type
         if (msg_type is _TEXT or msg_type is _BINARY) and frame.fin:
             # Borrowed view of picows' read buffer: valid until this method returns.
@@ -335,9 +338,15 @@ class _Listener(WSListener):
             payload = memoryview(assembled)
         else:
             return  # PING (auto-answered by picows) / PONG
+        size = len(payload)
+        if size > self.max_size:
+            # picows enforces max_frame_size too, but under uvloop it can still deliver
+            # the frame after starting its close; refuse it here as well.
+            self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, transport, self)
+            return
         counters = self.counters
         counters.frames += 1
-        counters.bytes += len(payload)
+        counters.bytes += size
         if self.recorder is not None:
             self.recorder.write(recv_ns, payload)
         try:
@@ -346,7 +355,7 @@ class _Listener(WSListener):
             counters.decode_errors += 1
             log.warning("%s: dropped a bad frame: %s", self.feed.name, mask_secrets(str(exc)))
         except FeedError as exc:
-            self.feed._abort(exc, transport=transport)
+            self.feed._abort(exc, transport=transport, listener=self)
         except Exception as exc:  # a decoder bug must not kill the loop; count and go on
             counters.decode_errors += 1
             log.error("%s: decoder raised %s", self.feed.name, mask_secrets(repr(exc)),
@@ -358,12 +367,13 @@ class _Listener(WSListener):
         if frame.msg_type is not _CONT:
             self.fragments = bytearray()
         if self.fragments is None:
-            self.feed._abort(FeedError("continuation frame without a start"), transport=self.transport)
+            self.feed._abort(FeedError("continuation frame without a start"), transport=self.transport,
+                             listener=self)
             return None
         self.fragments += frame.get_payload_as_memoryview()
         if len(self.fragments) > self.max_size:
             self.fragments = None
-            self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, self.transport)
+            self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, self.transport, self)
             return None
         if not frame.fin:
             return None
@@ -550,11 +560,14 @@ class Feed:
         self._aux_tasks.clear()
 
     def _abort(self, error: BaseException, code: WSCloseCode = WSCloseCode.GOING_AWAY,
-               transport: WSTransport | None = None) -> None:
-        # `transport` is given by the listener: a frame can arrive in the same read as the
-        # handshake reply, before ws_connect returned and self._transport was set.
+               transport: WSTransport | None = None, listener: "_Listener | None" = None) -> None:
+        # `transport`/`listener` are given by the listener: a frame can arrive in the same
+        # read as the handshake reply, before ws_connect returned and self._transport was set.
         if self._abort_error is None:
             self._abort_error = error
+        listener = listener or self._listener
+        if listener is not None:
+            listener.dead = True
         if transport is None:
             transport = self._transport
         if transport is not None and not transport.is_disconnected:
@@ -694,13 +707,16 @@ class Feed:
 
     def _classify(self, transport: WSTransport, listener: _Listener) -> Reconnect | Terminal:
         error = self._abort_error
+        hs = transport.close_handshake
+        # picows closed first (protocol error, oversize frame): the peer's CLOSE that
+        # follows is only the echo of ours.
+        local = hs is not None and hs.sent is not None and not hs.recv_then_sent
         if error is not None:
             info = CloseInfo(0, mask_secrets(str(error)), False, error)
-        elif listener.peer_close is not None:
+        elif listener.peer_close is not None and not local:
             code, text = listener.peer_close
             info = CloseInfo(code, f"closed by peer: {code} {text}".rstrip(), True, None)
         else:
-            hs = transport.close_handshake
             sent = hs.sent if hs is not None else None
             if sent is not None and sent.code == WSCloseCode.MESSAGE_TOO_BIG:
                 info = CloseInfo(int(WSCloseCode.MESSAGE_TOO_BIG.value), "oversize frame", False, None)

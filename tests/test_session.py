@@ -207,7 +207,7 @@ def test_drop_reconnects_with_backoff(run: Any) -> None:
             events: list[StatusEvent] = []
             feed = Feed(venue, SessionOptions(**FAST), on_status=events.append)
             feed.start()
-            await wait_for(lambda: len(srv.conns) == 3 and len(venue.frames) == 3)
+            await wait_for(lambda: len(srv.conns) == 3 and len(venue.frames) == 3 and venue.opens == 3)
             assert feed.counters.reconnects == 2 and venue.opens == 3
             assert [f for f, _ in venue.frames] == [b"x1", b"x2", b"x3"]
             assert sum(e.status is FeedStatus.RECONNECTING for e in events) == 2

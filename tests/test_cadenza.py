@@ -1,0 +1,417 @@
+"""Cadenza end to end over loopback against feeds.sim.cadenza, under asyncio and uvloop.
+
+The simulator's market moves only when a test calls ``sim.advance(n)``, so every test
+knows exactly what was published; after each scenario the engine's books, trades and
+account must equal the simulator's state, and no task or socket may be left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+import uvloop
+
+from engine import Engine, Instrument
+from engine.account import OrderStatus
+from engine.engine import Trade
+from engine.errors import DecodeError
+from feeds.cadenza import CadenzaVenue, is_terminal_close
+from feeds.cadenza_decode import KIND_BOOK, KIND_TRADE, CadenzaDecoder, Channel
+from feeds.session import Feed, FeedStatus
+from feeds.sim.cadenza import CadenzaSim
+
+TOKEN = "sim-token-7f3a9c"
+FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: Any) -> Callable[[Any], Any]:
+    def runner(coro: Any) -> Any:
+        factory = uvloop.new_event_loop if request.param == "uvloop" else None
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(_bounded(coro))
+    return runner
+
+
+async def _bounded(coro: Any) -> Any:
+    async with asyncio.timeout(30):  # same task: the no-task-left checks stay exact
+        return await coro
+
+
+class Harness:
+    """A simulator, an engine connected to it, and everything the callbacks saw."""
+
+    def __init__(self, sim: CadenzaSim, eng: Engine, feed: Feed) -> None:
+        self.sim = sim
+        self.eng = eng
+        self.feed = feed
+        self.trades: list[Trade] = []
+        self.statuses: list[Any] = []
+        eng.on_trade(self.trades.append)
+        eng.on_status(self.statuses.append)
+
+    @property
+    def venue(self) -> CadenzaVenue:
+        v = self.feed.venue
+        assert isinstance(v, CadenzaVenue)
+        return v
+
+    async def caught_up(self, timeout: float = 5.0) -> None:
+        """Wait until every channel applied up to the simulator's last offset."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            done = self.feed.status is FeedStatus.SUBSCRIBED and all(
+                ch.offset == self.sim.channels[ch.name].offset for ch in self.venue.channels)
+            if done:
+                return
+            if loop.time() > deadline:
+                offs = {ch.name: (ch.offset, self.sim.channels[ch.name].offset) for ch in self.venue.channels}
+                raise AssertionError(f"not caught up: {self.feed.status} {offs}")
+            await asyncio.sleep(0.005)
+
+    async def status(self, status: FeedStatus, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.feed.status is not status:
+            if loop.time() > deadline:
+                raise AssertionError(f"status {self.feed.status} ({self.feed.status_reason}), wanted {status}")
+            await asyncio.sleep(0.005)
+
+    def assert_books(self) -> None:
+        for sym in self.sim.market.instruments:
+            bids, asks = self.sim.market.book(sym)
+            book = self.eng.book(sym)
+            assert [tuple(x) for x in book.bids().tolist()] == bids, sym
+            assert [tuple(x) for x in book.asks().tolist()] == asks, sym
+            assert book.last_update_id == self.sim.book_seq[sym] or self.sim._skip[sym] == 0
+
+    def assert_trades(self) -> None:
+        got = [(t.symbol, t.trade_id, t.price_ticks, t.qty_lots, t.side, t.ts_ns) for t in self.trades]
+        want = [(t.symbol, f"T-{t.trade_id}", t.price_ticks, t.qty_lots, 1 if t.side == "buy" else -1, t.ts_ns)
+                for t in self.sim.market.trades]
+        # Order is per channel: recovery replays each channel's backlog in turn.
+        for sym in self.sim.market.instruments:
+            assert [g for g in got if g[0] == sym] == [w for w in want if w[0] == sym], sym
+        assert len(got) == len(want)
+
+    def assert_account(self, orders: str = "all") -> None:
+        acct = self.eng.account("A-1")
+        market = self.sim.market
+        for o in market.orders.values():
+            if orders == "open" and not o.open:
+                continue
+            mine = acct.order(f"O-{o.order_id}")
+            assert OrderStatus(mine.status).name == {
+                "New": "NEW", "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED",
+                "Canceled": "CANCELED"}[o.status], o
+            assert (mine.qty_lots, mine.filled_lots, mine.price_ticks) == (o.qty_lots, o.filled_lots, o.price_ticks)
+        for sym, pos in market.positions.items():
+            mine = acct.position(sym)
+            assert mine.qty_lots == pos.qty_lots, sym
+            if pos.qty_lots:
+                assert mine.avg_entry_price == pos.avg_entry_ticks
+        for asset, bal in market.balances.items():
+            b = acct.balance(asset)
+            assert (b.total, b.available, b.reserved) == (bal.total_units, bal.available_units, bal.reserved_units)
+
+    def assert_same_state(self) -> None:
+        self.assert_books()
+        self.assert_trades()
+        self.assert_account()
+
+
+class open_harness:
+    """``async with open_harness(...) as h``: sim + engine, closed cleanly on exit."""
+
+    def __init__(self, token: str = TOKEN, sim_kw: dict[str, Any] | None = None, **connect_kw: Any) -> None:
+        self.token = token
+        self.sim_kw = dict(seed=11, token=TOKEN, interval_s=None, snapshot_every=0)
+        self.sim_kw.update(sim_kw or {})
+        self.connect_kw = dict(FAST, **connect_kw)
+
+    async def __aenter__(self) -> Harness:
+        self.sim = CadenzaSim(**self.sim_kw)
+        await self.sim.start()
+        eng = Engine(bar_intervals=("1s",))
+        for inst in self.sim.market.instruments.values():
+            eng.add_instrument(inst)
+        feed = eng.connect("cadenza", url=self.sim.url, token=self.token, account_id="A-1", **self.connect_kw)
+        self.h = Harness(self.sim, eng, feed)
+        await eng.start()
+        return self.h
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.h.eng.close()
+        await self.sim.stop()
+        assert all(c.closed for c in self.sim.clients) or not self.sim.clients
+        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        assert not left, left
+
+
+async def step(h: Harness, n: int, chunk: int = 10) -> None:
+    for _ in range(0, n, chunk):
+        h.sim.advance(chunk)
+        await asyncio.sleep(0)
+
+
+def test_end_to_end_state_matches(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 300)
+            await h.caught_up()
+            h.assert_same_state()
+            c = h.feed.counters
+            assert c.frames > 0 and c.decode_errors == 0 and c.gaps == 0 and c.reconnects == 0
+            assert c.latency.count > 0 and h.eng.callback_errors == 0
+            assert len(h.trades) > 20 and h.sim.market.orders  # the scenario exercised trades and orders
+            assert {e.status for e in h.statuses} >= {FeedStatus.CONNECTING, FeedStatus.CONNECTED,
+                                                       FeedStatus.SUBSCRIBED}
+    run(main())
+
+
+def test_drop_reconnects_and_recovers_everything(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 100)
+            await h.caught_up()
+            for _ in range(2):
+                h.sim.drop()
+                await step(h, 60)  # published while the client is away: recovered later
+                await h.caught_up()
+            h.assert_same_state()
+            c = h.feed.counters
+            assert c.reconnects == 2 and c.gaps == 0 and c.decode_errors == 0
+            assert all(ch.synced for ch in h.venue.channels if ch.kind == KIND_BOOK)
+    run(main())
+
+
+@pytest.mark.parametrize("code,terminal", [(3500, True), (4501, True), (1011, False), (4000, False)])
+def test_close_codes(run: Any, code: int, terminal: bool) -> None:
+    assert is_terminal_close(code) is terminal
+
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 30)
+            await h.caught_up()
+            h.sim.close(code, "test close")
+            if terminal:
+                await h.status(FeedStatus.FAILED)
+                assert str(code) in h.feed.status_reason
+                await asyncio.sleep(0.1)
+                assert h.feed.counters.reconnects == 0 and len(h.sim.clients) == 0
+            else:
+                await step(h, 30)
+                await h.caught_up()
+                assert h.feed.counters.reconnects == 1
+                h.assert_same_state()
+    run(main())
+
+
+def test_malformed_frame_is_counted_and_skipped(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 30)
+            await h.caught_up()
+            h.sim.send_malformed()
+            h.sim.send_malformed(b'{"push":{"channel":"market:orderBook:BTC-USDT","pub":{"data":'
+                                 b'{"type":"delta","seq":1,"ts":1,"bids":[["1.001","1"]],"asks":[]},"offset":1}}}')
+            await step(h, 30)
+            await h.caught_up()
+            h.assert_same_state()
+            assert h.feed.counters.decode_errors == 2 and h.feed.counters.reconnects == 0
+    run(main())
+
+
+def test_skipped_sequence_resyncs_book(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 30)
+            await h.caught_up()
+            h.sim.skip_sequence("BTC-USDT")
+            await step(h, 40)
+            await h.caught_up()
+            await step(h, 10)
+            await h.caught_up()
+            h.assert_same_state()
+            c = h.feed.counters
+            assert c.gaps >= 1 and c.resyncs >= 1 and c.reconnects >= 1
+    run(main())
+
+
+def test_stall_detected_by_missing_ping(run: Any) -> None:
+    async def main() -> None:
+        # pong=False: the simulator does not close us for a missing pong, so only the
+        # client's own no-ping detection can notice the silence.
+        async with open_harness(sim_kw=dict(ping_s=1, pong=False), ping_slack_s=0.3) as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 20)
+            await h.caught_up()
+            h.sim.stall(2.5)
+            await step(h, 20)
+            await h.status(FeedStatus.RECONNECTING, timeout=4)
+            assert "no ping" in h.feed.status_reason
+            await step(h, 20)
+            await h.caught_up(timeout=6)
+            h.assert_same_state()
+    run(main())
+
+
+def test_oversize_frame_reconnects(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness(max_message_size=256 * 1024) as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 20)
+            await h.caught_up()
+            h.sim.send_oversize(300 * 1024)
+            await step(h, 20)
+            await h.caught_up()
+            h.assert_same_state()
+            assert h.feed.counters.reconnects == 1
+            reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
+            assert any("oversize" in r for r in reasons), reasons
+    run(main())
+
+
+def test_auth_rejected_is_terminal_and_secret_free(run: Any, caplog: Any) -> None:
+    async def main() -> None:
+        async with open_harness(token="wrong-token-SHOULD-NOT-LEAK") as h:
+            await h.status(FeedStatus.FAILED)
+            await asyncio.sleep(0.1)
+            assert h.feed.counters.reconnects == 0
+            assert "101" in h.feed.status_reason or "3500" in h.feed.status_reason
+            for e in h.statuses:
+                assert "SHOULD-NOT-LEAK" not in e.reason
+            assert "SHOULD-NOT-LEAK" not in repr(h.feed) + repr(h.venue.token)
+    with caplog.at_level(logging.DEBUG):
+        run(main())
+    assert "SHOULD-NOT-LEAK" not in caplog.text
+
+
+def test_unrecoverable_history_resyncs_from_fresh_state(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            await h.feed.wait_subscribed(5)
+            await step(h, 50)
+            await h.caught_up()
+            h.sim.drop()
+            h.sim.reset_history()
+            await step(h, 30)
+            await h.caught_up()
+            h.assert_books()
+            h.assert_account(orders="open")
+            c = h.feed.counters
+            assert c.resyncs >= 1 and c.reconnects == 1
+    run(main())
+
+
+def test_subscribe_errors(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness() as h:
+            h.sim.fail_next("subscribe", 100, "internal", temporary=True)
+            await h.feed.wait_subscribed(5)
+            assert h.feed.counters.reconnects == 1
+        async with open_harness() as h:
+            h.sim.fail_next("subscribe", 103)
+            await h.status(FeedStatus.FAILED)
+            assert "103" in h.feed.status_reason
+    run(main())
+
+
+def test_ping_is_answered(run: Any) -> None:
+    async def main() -> None:
+        async with open_harness(sim_kw=dict(ping_s=1, pong_timeout_s=0.3)) as h:
+            await h.feed.wait_subscribed(5)
+            await asyncio.sleep(2.3)  # two pings; a missing pong would close with 3012
+            assert h.feed.counters.reconnects == 0 and h.venue.decoder is not None
+            assert h.venue.decoder.pings >= 2
+    run(main())
+
+
+# --- decoder unit tests: bad input changes nothing ------------------------------------
+
+class _Venue:
+    def __init__(self) -> None:
+        self.gaps: list[str] = []
+
+    def on_gap(self, ch: Any, reason: str, book: bool) -> None:
+        self.gaps.append(reason)
+
+    def on_resynced(self, ch: Any) -> None:
+        pass
+
+    def on_ping(self) -> None:
+        pass
+
+
+class _Dispatch:
+    def __init__(self) -> None:
+        self.books = 0
+        self.trades: list[Trade] = []
+
+    def book(self, book: Any, recv_ns: int) -> None:
+        self.books += 1
+
+    def trade(self, trade: Trade, recv_ns: int) -> None:
+        self.trades.append(trade)
+
+
+def _decoder() -> tuple[CadenzaDecoder, Any, _Dispatch, _Venue]:
+    from engine import OrderBook
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    book = OrderBook(inst)
+    venue, dispatch = _Venue(), _Dispatch()
+    dec = CadenzaDecoder(venue, dispatch, Trade, {"BTC-USDT": inst})
+    for name, kind in (("market:orderBook:BTC-USDT", KIND_BOOK), ("market:trade:BTC-USDT", KIND_TRADE)):
+        ch = dec.add_channel(Channel(name, kind, inst, book if kind == KIND_BOOK else None))
+        ch.live = True
+    return dec, book, dispatch, venue
+
+
+def _push(channel: str, data: str, offset: int) -> bytes:
+    return f'{{"push":{{"channel":"{channel}","pub":{{"data":{data},"offset":{offset}}}}}}}'.encode()
+
+
+def test_decoder_applies_batched_frames_and_rejects_bad_ones_whole() -> None:
+    dec, book, dispatch, venue = _decoder()
+    snap = '{"type":"snapshot","seq":1,"ts":5,"bids":[["100.00","1.00000"]],"asks":[["100.02","0.50000"]]}'
+    delta = '{"ts":6,"bids":[["100.01","0.00100"]],"asks":[["100.02","0"]],"type":"delta","seq":2}'
+    trade = '{"id":"T-1","price":"100.01","qty":"0.00100","side":"sell","ts":7}'
+    frame = b"\n".join([_push("market:orderBook:BTC-USDT", snap, 1), _push("market:orderBook:BTC-USDT", delta, 2),
+                        _push("market:trade:BTC-USDT", trade, 1), b"{}"])
+    dec.feed(memoryview(frame), 123)
+    assert book.bids().tolist() == [(10001, 100), (10000, 100000)] and book.asks().tolist() == []
+    assert book.last_update_id == 2 and dispatch.books == 2 and dec.pings == 1
+    assert dispatch.trades == [Trade(book.instrument, "T-1", 10001, 100, -1, 7, 123)]
+    version = book.version
+    bad = [
+        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.001","1"]],"asks":[]}', "100.001"),
+        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.00","1"],["99.00"]],"asks":[]}', None),
+        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.00","-1"]],"asks":[]}', None),
+        ('{"type":"weird","seq":3,"ts":8,"bids":[],"asks":[]}', None),
+        ('{"type":"delta","ts":8,"bids":[],"asks":[]}', None),
+    ]
+    for data, _ in bad:
+        with pytest.raises(DecodeError):
+            dec.feed(_push("market:orderBook:BTC-USDT", data, 3), 1)
+        assert book.version == version and book.last_update_id == 2
+    with pytest.raises(DecodeError) as err:
+        dec.feed(b'{"push":{"channel":"market:orderBook:BTC-USDT","pub":{"data":{"type":"delta","seq":', 1)
+    assert err.value.offset > 0
+    # A seq jump is a gap: not applied, reported once, book waits for a snapshot.
+    dec.feed(_push("market:orderBook:BTC-USDT", '{"type":"delta","seq":9,"ts":9,"bids":[],"asks":[]}', 3), 1)
+    assert venue.gaps and book.version == version
+    dec.feed(_push("market:orderBook:BTC-USDT", '{"type":"delta","seq":10,"ts":9,"bids":[],"asks":[]}', 4), 1)
+    assert dec.dropped_unsynced == 1 and book.version == version
+    # An offset jump is a gap too; an old offset is ignored.
+    dec.feed(_push("market:trade:BTC-USDT", trade, 1), 1)
+    assert dec.stale_publications == 1 and len(dispatch.trades) == 1
+    dec.feed(_push("market:trade:BTC-USDT", trade, 5), 1)
+    assert len(venue.gaps) == 2 and len(dispatch.trades) == 1
