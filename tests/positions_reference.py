@@ -104,7 +104,9 @@ class ReferenceOrder:
 class ReferencePosition:
     """A netting position in exact Python numbers (see the module docstring)."""
 
-    def __init__(self, tick_size: str = "1", lot_size: str = "1") -> None:
+    def __init__(self, tick_size: str = "1", lot_size: str = "1", *, exact_view: bool = True) -> None:
+        # exact_view=False skips the Fraction textbook figures (the benchmark's setting).
+        self.exact_view = exact_view
         self.tick_size = Decimal(tick_size)
         self.lot_size = Decimal(lot_size)
         self.qty = 0
@@ -121,7 +123,8 @@ class ReferencePosition:
             raise ReferenceError_("bad fill")
         sign = 1 if side == BID else -1
         signed = sign * qty_lots
-        self._textbook(sign, price_ticks, qty_lots)
+        if self.exact_view:
+            self._textbook(sign, price_ticks, qty_lots)
         if self.qty == 0 or (self.qty > 0) == (signed > 0):
             self.notional += sign * price_ticks * qty_lots
         else:
@@ -164,7 +167,8 @@ class ReferencePosition:
 class ReferenceAccount:
     """Orders in a dict, one position per symbol: the benchmark's pure-Python peer."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, exact_view: bool = True) -> None:
+        self.exact_view = exact_view
         self.orders: dict[str, ReferenceOrder] = {}
         self.order_symbol: dict[str, str] = {}
         self.positions: dict[str, ReferencePosition] = {}
@@ -172,7 +176,7 @@ class ReferenceAccount:
     def add_order(self, order_id: str, symbol: str, side: int, qty_lots: int, price_ticks: int) -> None:
         self.orders[order_id] = ReferenceOrder(order_id, side, qty_lots, price_ticks)
         self.order_symbol[order_id] = symbol
-        self.positions.setdefault(symbol, ReferencePosition())
+        self.positions.setdefault(symbol, ReferencePosition(exact_view=self.exact_view))
 
     def apply_fill(self, order_id: str, trade_id: int, price_ticks: int, qty_lots: int, fee: int = 0) -> bool:
         order = self.orders[order_id]

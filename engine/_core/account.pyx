@@ -86,9 +86,16 @@ cdef inline str _norm(object text, str what):
     return (<str>text).lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
+# The bot platform's exact spellings, looked up before any normalisation (hot path).
+_ORDER_STATUS_EXACT = {"New": 1, "PartiallyFilled": 2, "Filled": 3, "Expired": 7, "Canceled": 6}
+
+
 cpdef int parse_order_status(object text) except -1:
     """Order status code from a venue string ("PartiallyFilled", "CANCELED", "open"...).
     ``OrderInputError`` naming the string when unknown. O(len)."""
+    code = _ORDER_STATUS_EXACT.get(text) if isinstance(text, str) else None
+    if code is not None:
+        return code
     code = _ORDER_STATUS.get(_norm(text, "order status"))
     if code is None:
         raise OrderInputError(f"unknown order status {text!r}")
