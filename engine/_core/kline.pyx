@@ -200,23 +200,25 @@ cdef inline bint _same_candle(const Bar* a, const Bar* b) noexcept nogil:
             and a.volume_lots == b.volume_lots)
 
 
-cdef inline int64_t _as_i64(object value, str field) except? -1:
-    """Exact int64 from a Python int or a numpy integer; KlineError naming `field` otherwise."""
+cdef inline int64_t _as_i64(object value, str field, KlineAggregator agg) except? -1:
+    """Exact int64 from a Python int or a numpy integer; KlineError naming `field`
+    otherwise (counted in agg.rejected)."""
     cdef int overflow = 0
     cdef long long v
     if PyLong_CheckExact(value):
         v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if overflow:
-            raise KlineError(f"{field} {value!r} does not fit int64")
-        return v
-    return _as_i64_slow(value, field)
+        if not overflow:
+            return v
+    return _as_i64_slow(value, field, agg)
 
 
-cdef int64_t _as_i64_slow(object value, str field) except? -1:
+cdef int64_t _as_i64_slow(object value, str field, KlineAggregator agg) except? -1:
     if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        agg.rejected += 1
         raise KlineError(f"{field} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value.__index__())
     if not -(1 << 63) <= value < (1 << 63):
+        agg.rejected += 1
         raise KlineError(f"{field} {value!r} does not fit int64")
     return value
 
@@ -416,8 +418,8 @@ cdef class KlineAggregator:
         Closes the bars the trade ends, then fires callbacks. Raises KlineError (naming
         the field and value) on bad input, with no change.
         """
-        self.push_trade(_as_i64(price_ticks, "price_ticks"), _as_i64(qty_lots, "qty_lots"),
-                        _as_i64(ts_ns, "ts_ns"), _as_i64(side, "side"))
+        self.push_trade(_as_i64(price_ticks, "price_ticks", self), _as_i64(qty_lots, "qty_lots", self),
+                        _as_i64(ts_ns, "ts_ns", self), _as_i64(side, "side", self))
 
     cdef int push_trade(self, int64_t price_ticks, int64_t qty_lots, int64_t ts_ns, int64_t side) except -1:
         cdef int st
@@ -494,7 +496,7 @@ cdef class KlineAggregator:
         """Move every time frame's clock to ``ts_ns``: close (and in fill mode, emit flat
         bars for) every interval that ended by then. Activity frames are unaffected.
         A time earlier than a frame's clock changes nothing. O(frames + bars closed)."""
-        cdef int64_t t = _as_i64(ts_ns, "ts_ns")
+        cdef int64_t t = _as_i64(ts_ns, "ts_ns", self)
         if t < 0 or t > MAX_TS_NS:
             self.rejected += 1
             raise KlineError(f"ts_ns {t} is outside [0, 2**62]")
@@ -927,10 +929,10 @@ cdef class KlineAggregator:
 cdef int _venue_call(KlineAggregator agg, bint is_add, object interval, object open_ts_ns, object open_ticks,
                      object high_ticks, object low_ticks, object close_ticks, object volume_lots,
                      object update_ts_ns) except -1:
-    return agg.push_venue(agg.frame_index(interval), is_add, _as_i64(open_ts_ns, "open_ts_ns"),
-                          _as_i64(open_ticks, "open_ticks"), _as_i64(high_ticks, "high_ticks"),
-                          _as_i64(low_ticks, "low_ticks"), _as_i64(close_ticks, "close_ticks"),
-                          _as_i64(volume_lots, "volume_lots"), _as_i64(update_ts_ns, "update_ts_ns"))
+    return agg.push_venue(agg.frame_index(interval), is_add, _as_i64(open_ts_ns, "open_ts_ns", agg),
+                          _as_i64(open_ticks, "open_ticks", agg), _as_i64(high_ticks, "high_ticks", agg),
+                          _as_i64(low_ticks, "low_ticks", agg), _as_i64(close_ticks, "close_ticks", agg),
+                          _as_i64(volume_lots, "volume_lots", agg), _as_i64(update_ts_ns, "update_ts_ns", agg))
 
 
 cdef bint _valid_bar(const Bar* b) noexcept nogil:
