@@ -271,7 +271,11 @@ class SessionOptions:
     ``backoff_max_s``, scaled by a uniform factor in ``[1 - jitter, 1]``, is the wait
     before reconnect attempt ``attempt`` (reset to 0 once a connection subscribes).
     ``max_attempts``: consecutive failed attempts before giving up ("failed"); None
-    retries forever. ``seed`` makes the jitter reproducible."""
+    retries forever. ``seed`` makes the jitter reproducible. ``recorder`` (any object
+    with ``write(recv_ns, payload)``) or ``record_path`` (a ``feeds.recording``
+    lines file, gzip when it ends in ``.gz``; opened on ``start``, closed when the feed
+    stops) records every raw message with its receive time for ``python -m engine
+    replay``."""
 
     connect_timeout_s: float = 10.0
     verify_tls: bool = True
@@ -288,6 +292,7 @@ class SessionOptions:
     seed: int | None = None
     latency_capacity: int = 4096
     recorder: Recorder | None = None
+    record_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -425,6 +430,7 @@ class Feed:
         self._subscribed_evt: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._aux_tasks: set[asyncio.Task[Any]] = set()
+        self._owned_recorder: Any = None
 
     def __repr__(self) -> str:
         return f"Feed({self.name!r}, status={self.status.value!r}, {self.counters!r})"
@@ -435,6 +441,10 @@ class Feed:
         if self._task is not None and not self._task.done():
             return
         self._closing = False
+        if self.options.record_path is not None and self._owned_recorder is None:
+            from feeds.recording import RecordingWriter
+            self._owned_recorder = RecordingWriter(self.options.record_path)
+            self.options.recorder = self._owned_recorder
         self._subscribed_evt = asyncio.Event()
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"feed:{self.name}")
@@ -634,6 +644,9 @@ class Feed:
             transport, self._transport = self._transport, None
             if transport is not None and not transport.is_disconnected:
                 transport.disconnect(graceful=False)
+            if self._owned_recorder is not None:
+                self._owned_recorder.close()
+                self.options.recorder = self._owned_recorder = None
             if self.status is not FeedStatus.FAILED:
                 self._set_status(FeedStatus.CLOSED, getattr(self, "_close_reason", "closed"))
 
