@@ -60,9 +60,13 @@ def run_isolated(module: str, func: str, payload: dict[str, Any]) -> Any:
         "payload = json.loads(sys.stdin.read())\n"
         f"print(json.dumps(getattr(m, {func!r})(**payload)))\n"
     )
+    # numpy's OpenBLAS threads spin after some array operations; on a 2-core machine
+    # they would steal the core the measured loop runs on.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", code],
         input=json.dumps(payload),
+        env=env,
         capture_output=True,
         text=True,
         check=False,

@@ -43,6 +43,9 @@ cdef class OrderBook:
     cdef readonly Py_ssize_t max_depth # levels kept per side; 0: unlimited
     cdef readonly uint64_t pruned_levels  # stale levels removed under CROSS_PRUNE
     cdef Py_ssize_t exports            # live zero-copy views; no reallocation while > 0
+    # bbo() returns the same tuple while the top of book is unchanged.
+    cdef tuple bbo_cache
+    cdef Level bbo_key[2]
     cdef JournalEntry* journal         # owned, grows to the largest batch seen
     cdef Py_ssize_t journal_capacity
 

@@ -1,3 +1,4 @@
+# cython: binding=False
 """Integer-tick L2 order book held in typed memory.
 
 Layout (see book.pxd): each side is one contiguous array of ``Level`` structs sorted
@@ -69,32 +70,76 @@ cdef inline bint book_worse(bint is_bid, int64_t a, int64_t b) noexcept nogil:
 
 cdef inline Py_ssize_t book_find(const BookSide* s, int64_t price_ticks) noexcept nogil:
     """Index i in [lo, hi] with buf[lo:i] worse than price and buf[i:hi] better or equal.
-    Gallops down from the touch, so the cost is O(log d) for d better levels."""
-    cdef Py_ssize_t lower = s.lo, upper = s.hi, step = 1, probe, mid
+
+    Prices are distinct integers, so a price g ticks from the best is at most g levels
+    from it: that bounds the window (in a dense book it is an exact hit). Within the
+    window: gallop down from the touch (cost O(log d)), then a branchless binary search
+    (no mispredictions)."""
+    cdef Py_ssize_t lo = s.lo, hi = s.hi, lower, upper, probe, step = 1, n, half
     cdef bint is_bid = s.is_bid
     cdef const Level* buf = s.buf
-    probe = upper - 1
-    while probe >= lower:
-        if book_worse(is_bid, buf[probe].price_ticks, price_ticks):
-            lower = probe + 1
-            break
-        upper = probe
-        probe = upper - step
-        step <<= 1
-    while lower < upper:
-        mid = lower + ((upper - lower) >> 1)
-        if book_worse(is_bid, buf[mid].price_ticks, price_ticks):
-            lower = mid + 1
-        else:
-            upper = mid
+    cdef int64_t best
+    cdef uint64_t gap
+    if hi == lo:
+        return hi
+    best = buf[hi - 1].price_ticks
+    if not book_worse(is_bid, price_ticks, best):
+        return hi - 1 if price_ticks == best else hi
+    # Unsigned difference: exact even across the whole int64 range.
+    gap = <uint64_t>best - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>best
+    upper = hi - 1
+    if gap < <uint64_t>(hi - 1 - lo):
+        lower = hi - 1 - <Py_ssize_t>gap
+        if buf[lower].price_ticks == price_ticks:
+            return lower  # every tick between it and the best is occupied
+    else:
+        lower = lo
+    if upper - lower <= 64:
+        # Small window: the index is `lower` plus the number of empty ticks in between,
+        # few in a liquid book, so walk up from the bound.
+        while lower < upper and book_worse(is_bid, buf[lower].price_ticks, price_ticks):
+            lower += 1
+        return lower
+    if upper - lower > 32:
+        probe = upper - 1
+        while probe > lower:
+            if book_worse(is_bid, buf[probe].price_ticks, price_ticks):
+                lower = probe + 1
+                break
+            upper = probe
+            step <<= 1
+            probe = upper - step
+    n = upper - lower
+    while n > 1:
+        half = n >> 1
+        lower = lower + half if book_worse(is_bid, buf[lower + half - 1].price_ticks, price_ticks) else lower
+        n -= half
+    if n == 1 and book_worse(is_bid, buf[lower].price_ticks, price_ticks):
+        lower += 1
     return lower
 
 
 cdef inline void book_insert_at(BookSide* s, Py_ssize_t i, int64_t price_ticks, int64_t qty_lots) noexcept nogil:
-    """Insert at index i, shifting the shorter part. Requires free room at either end."""
-    cdef bint room_up = s.hi < s.capacity
-    cdef bint room_down = s.lo > 0
-    if room_up and (not room_down or s.hi - i <= i - s.lo):
+    """Insert at index i, shifting the shorter part. Requires one free slot.
+
+    When the shorter part has no room at its end, the levels are first re-centred in
+    the buffer (one O(n) move that buys (capacity - n) / 2 cheap inserts), rather
+    than shifting the long part on every insert."""
+    cdef Py_ssize_t count, new_lo
+    cdef bint up = s.hi - i <= i - s.lo
+    if (up and s.hi == s.capacity) or (not up and s.lo == 0):
+        count = s.hi - s.lo
+        new_lo = (s.capacity - count) // 2
+        if new_lo == s.lo:
+            # Only one free slot in all: it is at the other end.
+            up = not up
+        else:
+            memmove(&s.buf[new_lo], &s.buf[s.lo], <size_t>count * sizeof(Level))
+            i += new_lo - s.lo
+            s.lo = new_lo
+            s.hi = new_lo + count
+            up = (s.hi < s.capacity) and (s.hi - i <= i - s.lo or s.lo == 0)
+    if up:
         memmove(&s.buf[i + 1], &s.buf[i], <size_t>(s.hi - i) * sizeof(Level))
         s.hi += 1
     else:
@@ -509,17 +554,23 @@ cdef class OrderBook:
         """Apply many level changes in one call, whole or nothing.
 
         ``sides`` (0 bid / 1 ask), ``prices`` (ticks) and ``qtys`` (lots; 0 deletes) are
-        equal-length integer numpy arrays (any integer dtype that converts to int64
-        without loss; sides any integer dtype). Later entries win over earlier ones at
-        the same price. ``update_id``/``ts_ns`` (when >= 0) are recorded as the last
-        applied update. Raises ``BookError`` naming the first bad entry, or
+        equal-length 1-d integer numpy arrays. C-contiguous int8 sides and int64
+        prices/sizes are read in place; other integer dtypes that convert without loss
+        are converted first. Later entries win over earlier ones at the same price.
+        ``update_id``/``ts_ns`` (when >= 0) are recorded as the last applied update.
+        O(k log d) for k entries. Raises ``BookError`` naming the first bad entry, or
         ``BookCrossedError``; on error the book is unchanged."""
-        cdef const int64_t[:] p = _as_int64(prices, "prices")
-        cdef const int64_t[:] q = _as_int64(qtys, "qtys")
-        cdef const int8_t[:] sd = _as_sides(sides)
-        cdef Py_ssize_t n = p.shape[0], i, n_bid = 0
-        if q.shape[0] != n or sd.shape[0] != n:
-            raise BookError(f"sides, prices and qtys must have the same length (got {sd.shape[0]}, {n}, {q.shape[0]})")
+        cdef object sd_arr = _as_array(sides, cnp.NPY_INT8, "sides")
+        cdef object p_arr = _as_array(prices, cnp.NPY_INT64, "prices")
+        cdef object q_arr = _as_array(qtys, cnp.NPY_INT64, "qtys")
+        cdef Py_ssize_t n = cnp.PyArray_DIM(p_arr, 0), i, n_bid = 0
+        if cnp.PyArray_DIM(q_arr, 0) != n or cnp.PyArray_DIM(sd_arr, 0) != n:
+            raise BookError(f"sides, prices and qtys must have the same length "
+                            f"(got {cnp.PyArray_DIM(sd_arr, 0)}, {n}, {cnp.PyArray_DIM(q_arr, 0)})")
+        # The arrays are C-contiguous and held by the locals above for the whole call.
+        cdef const int8_t* sd = <const int8_t*>cnp.PyArray_DATA(sd_arr)
+        cdef const int64_t* p = <const int64_t*>cnp.PyArray_DATA(p_arr)
+        cdef const int64_t* q = <const int64_t*>cnp.PyArray_DATA(q_arr)
         for i in range(n):
             if sd[i] != SIDE_BID and sd[i] != SIDE_ASK:
                 raise BookError(f"sides[{i}] = {sd[i]}: expected 0 (bid) or 1 (ask)")
@@ -542,10 +593,10 @@ cdef class OrderBook:
         fast path); zero sizes are skipped. Raises ``BookError`` on negative sizes,
         repeated prices or length mismatches, ``BookCrossedError`` if the snapshot is
         crossed (unless policy ALLOW). O(n) for sorted input, O(n log n) otherwise."""
-        cdef const int64_t[:] bp = _as_int64(bid_prices, "bid_prices")
-        cdef const int64_t[:] bq = _as_int64(bid_qtys, "bid_qtys")
-        cdef const int64_t[:] ap = _as_int64(ask_prices, "ask_prices")
-        cdef const int64_t[:] aq = _as_int64(ask_qtys, "ask_qtys")
+        cdef const int64_t[:] bp = _as_array(bid_prices, cnp.NPY_INT64, "bid_prices")
+        cdef const int64_t[:] bq = _as_array(bid_qtys, cnp.NPY_INT64, "bid_qtys")
+        cdef const int64_t[:] ap = _as_array(ask_prices, cnp.NPY_INT64, "ask_prices")
+        cdef const int64_t[:] aq = _as_array(ask_qtys, cnp.NPY_INT64, "ask_qtys")
         if bp.shape[0] != bq.shape[0] or ap.shape[0] != aq.shape[0]:
             raise BookError(f"price and size arrays differ in length (bids {bp.shape[0]}/{bq.shape[0]}, "
                             f"asks {ap.shape[0]}/{aq.shape[0]})")
@@ -598,15 +649,29 @@ cdef class OrderBook:
 
     def bbo(self):
         """``(bid_price, bid_qty, ask_price, ask_qty)`` in one call; an empty side's two
-        entries are None. O(1)."""
+        entries are None. O(1); the same tuple is returned while the top is unchanged."""
         cdef const BookSide* b = &self.sides[SIDE_BID]
         cdef const BookSide* a = &self.sides[SIDE_ASK]
-        return (
+        cdef Level bl, al
+        bl.price_ticks = bl.qty_lots = al.price_ticks = al.qty_lots = 0
+        if b.hi > b.lo:
+            bl = b.buf[b.hi - 1]
+        if a.hi > a.lo:
+            al = a.buf[a.hi - 1]
+        # Sizes are > 0 for a present level, so (0, 0) marks an empty side in the key.
+        if (self.bbo_cache is not None and bl.price_ticks == self.bbo_key[0].price_ticks
+                and bl.qty_lots == self.bbo_key[0].qty_lots and al.price_ticks == self.bbo_key[1].price_ticks
+                and al.qty_lots == self.bbo_key[1].qty_lots):
+            return self.bbo_cache
+        self.bbo_key[0] = bl
+        self.bbo_key[1] = al
+        self.bbo_cache = (
             b.buf[b.hi - 1].price_ticks if b.hi > b.lo else None,
             b.buf[b.hi - 1].qty_lots if b.hi > b.lo else None,
             a.buf[a.hi - 1].price_ticks if a.hi > a.lo else None,
             a.buf[a.hi - 1].qty_lots if a.hi > a.lo else None,
         )
+        return self.bbo_cache
 
     def level_count(self, int side):
         """Number of levels on a side. O(1)."""
@@ -820,30 +885,26 @@ cdef inline int _check_side(int side) except -1:
     return 0
 
 
-cdef object _as_int64(object values, str name):
-    """A 1-d int64 array from any integer array that converts without loss."""
+cdef object _as_array(object values, int typenum, str name):
+    """A 1-d C-contiguous array of `typenum` (int8 for sides, int64 otherwise).
+
+    Fast path: such an ndarray is returned as is (no numpy calls). Otherwise any
+    integer array converts if it can do so without loss (sides are range-checked
+    first, as they are narrowed to int8)."""
+    if (type(values) is cnp.ndarray and cnp.PyArray_NDIM(values) == 1
+            and cnp.PyArray_TYPE(values) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(values)):
+        return values
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise BookError(f"{name}: expected a 1-d array, got {arr.ndim} dimensions")
     if arr.dtype.kind not in "iu":
         raise BookError(f"{name}: expected an integer array, got dtype {arr.dtype}")
-    if arr.dtype != np.int64:
-        try:
-            arr = arr.astype(np.int64, casting="safe")
-        except TypeError:
-            raise BookError(f"{name}: dtype {arr.dtype} does not convert to int64 without loss") from None
-    return arr
-
-
-cdef object _as_sides(object values):
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise BookError(f"sides: expected a 1-d array, got {arr.ndim} dimensions")
-    if arr.dtype.kind not in "iu":
-        raise BookError(f"sides: expected an integer array, got dtype {arr.dtype}")
-    if arr.dtype != np.int8:
+    if typenum == cnp.NPY_INT8:
         if arr.size and (arr.min() < 0 or arr.max() > 1):
             bad = int(np.flatnonzero((arr < 0) | (arr > 1))[0])
-            raise BookError(f"sides[{bad}] = {arr[bad]}: expected 0 (bid) or 1 (ask)")
-        arr = arr.astype(np.int8)
-    return arr
+            raise BookError(f"{name}[{bad}] = {arr[bad]}: expected 0 (bid) or 1 (ask)")
+        return np.ascontiguousarray(arr, dtype=np.int8)
+    try:
+        return np.ascontiguousarray(arr.astype(np.int64, casting="safe", copy=False))
+    except TypeError:
+        raise BookError(f"{name}: dtype {arr.dtype} does not convert to int64 without loss") from None
