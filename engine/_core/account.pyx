@@ -872,32 +872,29 @@ cdef class Account:
                 oid = _field(item, "id")
                 slot = self.order_slots.get(oid)
                 key = slot if slot is not None else oid
-                if key in plans:
-                    tmp = plans[key]
-                    islot = tmp.rec.instrument_idx
-                elif slot is not None:
+                tmp = plans.get(key)
+                if tmp is None and slot is not None:
                     tmp = self._order_obj(slot)
-                    islot = tmp.rec.instrument_idx
-                else:
-                    islot = self._instrument_slot(item.get("symbol", symbol))
-                    inst0 = <Instrument>self.instruments[islot]
-                    order_init(&rec, parse_side(_field(item, "side")),
-                               parse_order_type(item.get("type", "limit")), 1,
-                               _ticks_field(inst0, item.get("price"), "price"), 0, OS_PENDING_NEW, 0)
-                    rec.instrument_idx = <int32_t>islot
-                    tmp = Order.from_rec(&rec, oid, str(item.get("clientId", "")), inst0, inst0.symbol)
-                    news.append(oid)
+                islot = tmp.rec.instrument_idx if tmp is not None else \
+                    self._instrument_slot(item.get("symbol", symbol))
                 inst = <Instrument>self.instruments[islot]
                 st = parse_order_status(_field(item, "state"))
                 f = _lots_field(inst, _field(item, "exec"), "exec")
                 q = f + _lots_field(inst, _field(item, "resd"), "resd")
-                cost = _quote_units_any(inst, item.get("cost", -1), "cost") if "cost" in item else -1
-                px = _ticks_field(inst, item["price"], "price") if "price" in item else tmp.rec.price_ticks
+                cost = _quote_units_any(inst, item["cost"], "cost") if "cost" in item else -1
                 seq = item.get("seq", 0)
                 ts = item.get("ts", ts_ns)
-                if key in news and tmp.rec.filled_lots == 0 and tmp.rec.qty_lots == 1:
-                    tmp.rec.qty_lots = q if q > 0 else 1
-                    tmp.rec.created_ns = ts
+                if tmp is None:
+                    # A new order: it starts PENDING_NEW with the stated quantity and
+                    # the snapshot below moves it to the stated state.
+                    px = _ticks_field(inst, item.get("price"), "price")
+                    order_init(&rec, parse_side(_field(item, "side")), parse_order_type(item.get("type", "limit")),
+                               q, px, 0, OS_PENDING_NEW, ts)
+                    rec.instrument_idx = <int32_t>islot
+                    tmp = Order.from_rec(&rec, oid, str(item.get("clientId", "")), inst, inst.symbol)
+                    news.append(oid)
+                else:
+                    px = _ticks_field(inst, item["price"], "price") if "price" in item else tmp.rec.price_ticks
                 before_filled = tmp.rec.filled_lots
                 before_cost = tmp.rec.cost
                 r = order_apply_snapshot(&tmp.rec, <uint8_t>st, q, f, px, tmp.rec.stop_price_ticks, cost,
