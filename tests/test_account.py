@@ -321,3 +321,15 @@ def test_seeded_random_account_against_reference() -> None:
             acct._check_invariants()
     rows = acct.orders()
     assert np.array_equal(rows["filled_lots"], [r.orders[i].filled_lots for i in acct.order_ids_by_slot()])
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import engine.account
+    from engine._core import account as core_account, orders as core_orders, positions as core_positions
+
+    for module in (engine.account, core_orders, core_positions, core_account):
+        result = doctest.testmod(module)
+        assert result.failed == 0, module.__name__
+    assert doctest.testmod(core_positions).attempted > 0
