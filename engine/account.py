@@ -24,11 +24,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from engine._core.account import (
-    ORDER_DTYPE,
-    ORDER_ROW_SIZE,
-    Account,
-    Balance,
+from engine._core.account import ORDER_DTYPE, ORDER_ROW_SIZE, Account, Balance
+from engine._core.venue_fields import (
     parse_order_status as _parse_order_status,
     parse_order_type as _parse_order_type,
     parse_position_status as _parse_position_status,

@@ -6,17 +6,12 @@ call ``fill_slot`` directly). Positions are one PositionRec per instrument slot.
 """
 import logging
 from collections import namedtuple
-from fractions import Fraction
 
 import numpy as np
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memset, memcmp
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-
-from engine._core.types cimport Status, ST_OK
-from engine._core.decimals cimport dec_to_steps, dec_raise
 
 from engine._core.types cimport SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
@@ -26,7 +21,10 @@ from engine._core.orders cimport (
     OT_LIMIT, OT_COUNT, order_check_fill, order_commit_fill, order_apply_event, order_apply_snapshot,
     order_init, order_error, order_is_closed, order_status_name, order_validate_new,
 )
-from engine._core.positions cimport quote_to_units
+from engine._core.venue_fields cimport (
+    parse_order_status, parse_order_type, parse_position_status, parse_side, lots_field, ticks_field,
+    index_lookup, item_field, quote_units_any, scaled_amount, entry_notional,
+)
 from engine._core.positions cimport (
     PositionRec, Position, i128, i128_from_py, position_init, position_apply_fill,
     position_apply_fill_notional, position_set_status, position_error, position_status_name,
@@ -67,153 +65,6 @@ ctypedef struct OrderRow:
     uint8_t pad[5]
 
 ORDER_ROW_SIZE = sizeof(OrderRow)
-
-# Accepted spellings, compared after lower-casing and dropping '_', '-' and spaces:
-# the bot platform's CamelCase ("PartiallyFilled"), enum names ("PARTIALLY_FILLED")
-# and the stream venue's lower-case states ("open", "partial", "cancelled").
-_ORDER_STATUS = {"pendingnew": 0, "pending": 0, "new": 1, "open": 1, "partiallyfilled": 2, "partial": 2,
-                 "filled": 3, "pendingcancel": 4, "pendingreplace": 5, "canceled": 6, "cancelled": 6,
-                 "expired": 7, "rejected": 8}
-_ORDER_TYPE = {"limit": 0, "market": 1, "stop": 2, "stopmarket": 3, "takeprofit": 4,
-               "takeprofitmarket": 5, "trailingstopmarket": 6}
-_POSITION_STATUS = {"created": 0, "inprogress": 1, "finishing": 2, "completed": 3, "failed": 4}
-_SIDE = {"buy": 0, "bid": 0, "long": 0, "sell": 1, "ask": 1, "short": 1}
-
-
-cdef inline str _norm(object text, str what):
-    if not isinstance(text, str):
-        raise OrderInputError(f"{what} must be a string, got {type(text).__name__} {text!r}")
-    return (<str>text).lower().replace("_", "").replace("-", "").replace(" ", "")
-
-
-# The bot platform's exact spellings, looked up before any normalisation (hot path).
-_ORDER_STATUS_EXACT = {"New": 1, "PartiallyFilled": 2, "Filled": 3, "Expired": 7, "Canceled": 6}
-
-
-cpdef int parse_order_status(object text) except -1:
-    """Order status code from a venue string ("PartiallyFilled", "CANCELED", "open"...).
-    ``OrderInputError`` naming the string when unknown. O(len)."""
-    code = _ORDER_STATUS_EXACT.get(text) if isinstance(text, str) else None
-    if code is not None:
-        return code
-    code = _ORDER_STATUS.get(_norm(text, "order status"))
-    if code is None:
-        raise OrderInputError(f"unknown order status {text!r}")
-    return code
-
-
-cpdef int parse_order_type(object text) except -1:
-    """Order type code from a venue string ("Limit", "TakeProfitMarket"...). O(len)."""
-    code = _ORDER_TYPE.get(_norm(text, "order type"))
-    if code is None:
-        raise OrderInputError(f"unknown order type {text!r}")
-    return code
-
-
-cpdef int parse_position_status(object text) except -1:
-    """Position status code from a venue string ("Created", "InProgress"...). O(len)."""
-    code = _POSITION_STATUS.get(_norm(text, "position status"))
-    if code is None:
-        raise OrderInputError(f"unknown position status {text!r}")
-    return code
-
-
-cpdef int parse_side(object value) except -1:
-    """Side code (0 BID/buy/long, 1 ASK/sell/short) from an int or a venue string."""
-    if isinstance(value, int):
-        if value == 0 or value == 1:
-            return value
-        raise OrderInputError(f"side must be 0 (BID) or 1 (ASK), got {value!r}")
-    code = _SIDE.get(_norm(value, "side"))
-    if code is None:
-        raise OrderInputError(f"unknown side {value!r}")
-    return code
-
-
-cdef int64_t _lots_field(Instrument inst, object value, str field) except? -1:
-    # Integers are lots already (stream venue); strings are decimal quantities.
-    cdef int64_t v
-    if isinstance(value, int):
-        if not (-(1 << 63) <= value < (1 << 63)):
-            raise OrderInputError(f"{field} {value!r} does not fit int64")
-        v = value
-    else:
-        v = inst.qty_to_lots(value)
-    return v
-
-
-cdef int64_t _ticks_field(Instrument inst, object value, str field) except? -1:
-    cdef int64_t v
-    if value is None:
-        return 0
-    if isinstance(value, int):
-        if not (0 <= value < (1 << 63)):
-            raise OrderInputError(f"{field} {value!r} is not a valid price in ticks")
-        v = value
-    else:
-        v = inst.price_to_ticks(value)
-    return v
-
-
-cdef object _lookup(dict index, object key, str what):
-    slot = index.get(key)
-    if slot is None:
-        raise OrderInputError(f"unknown {what} {key!r}")
-    return slot
-
-
-cdef object _field(object item, str name):
-    try:
-        return item[name]
-    except KeyError:
-        raise OrderInputError(f"missing field {name!r} in {item!r}") from None
-
-
-cdef object _quote_units_any(Instrument inst, object value, str field):
-    if isinstance(value, int):
-        return value
-    return quote_to_units(inst, value)
-
-
-cdef object _scaled(object value, int decimals, str what):
-    # Exact int at 10^-decimals from a decimal string (or an int already scaled).
-    cdef const char* s
-    cdef Py_ssize_t n
-    cdef int64_t out = 0
-    if isinstance(value, int):
-        return value
-    if not isinstance(value, str):
-        raise DecimalError(f"{what}: expected a decimal string, got {type(value).__name__} {value!r}")
-    s = PyUnicode_AsUTF8AndSize(value, &n)
-    cdef Status st = dec_to_steps(s, n, decimals, 1, &out)
-    if st != ST_OK:
-        dec_raise(st, value, f"{what} (scale 10^-{decimals})")
-    return out
-
-
-cdef object _entry_notional(Instrument inst, object entry_price, int64_t qty_lots):
-    # entry_price / tick_size * qty_lots, exact; must be a whole number of quote units.
-    if not isinstance(entry_price, str) or not _is_plain_decimal(entry_price) or entry_price.startswith("-"):
-        raise DecimalError(f"{inst.symbol} entry_price: expected a non-negative decimal string, got {entry_price!r}")
-    units = Fraction(entry_price) / Fraction(inst.tick_size) * qty_lots
-    if units.denominator != 1:
-        raise DecimalError(f"{inst.symbol} entry_price {entry_price!r} * qty {qty_lots} lots is not a whole "
-                           f"number of quote units (tick {inst.tick_size} * lot {inst.lot_size})")
-    return units.numerator
-
-
-cdef bint _is_plain_decimal(str text):
-    cdef Py_ssize_t i, n = len(text), digits = 0, dots = 0
-    for i in range(n):
-        c = text[i]
-        if c == "." and dots == 0:
-            dots += 1
-        elif "0" <= c <= "9":
-            digits += 1
-        elif not (i == 0 and (c == "-" or c == "+")):
-            return False
-    return digits > 0
-
 
 cdef class Account:
     """Orders, netting positions (one per instrument) and balances of one venue account.
@@ -387,7 +238,7 @@ cdef class Account:
 
     def order_slot(self, str order_id):
         """The slot of a venue order id (for ``apply_fill_slot``). O(1)."""
-        slot = _lookup(self.order_slots, order_id, "order id")
+        slot = index_lookup(self.order_slots, order_id, "order id")
         return slot
 
     def apply_fill(self, str order_id, int64_t trade_id, int64_t price_ticks, int64_t qty_lots,
@@ -508,12 +359,12 @@ cdef class Account:
 
     def order(self, str order_id):
         """A snapshot copy of one order (``engine.Order``). O(1)."""
-        slot = _lookup(self.order_slots, order_id, "order id")
+        slot = index_lookup(self.order_slots, order_id, "order id")
         return self._order_obj(<Py_ssize_t>slot)
 
     def order_by_client_id(self, str client_id):
         """A snapshot copy of the order with this client id. O(1)."""
-        slot = _lookup(self.client_slots, client_id, "client order id")
+        slot = index_lookup(self.client_slots, client_id, "client order id")
         return self._order_obj(<Py_ssize_t>slot)
 
     def order_ids_by_slot(self):
@@ -655,7 +506,7 @@ cdef class Account:
 
     def balance(self, str asset):
         """One asset's ``Balance`` (total, available, reserved, decimals, updated_ns). O(1)."""
-        slot = _lookup(self.asset_slots, asset, "asset")
+        slot = index_lookup(self.asset_slots, asset, "asset")
         return self._balance_obj(<Py_ssize_t>slot)
 
     def balances(self):
@@ -722,7 +573,7 @@ cdef class Account:
             islot = self._instrument_slot(symbol)
             inst = <Instrument>self.instruments[islot]
             code = parse_position_status(status)
-            qty_lots = _lots_field(inst, qty, "position qty")
+            qty_lots = lots_field(inst, qty, "position qty")
             if side is not None:
                 if qty_lots < 0:
                     raise OrderInputError(f"position {position_id!r}: signed qty {qty!r} given with side {side!r}")
@@ -731,9 +582,9 @@ cdef class Account:
             if qty_lots != 0:
                 if entry_price is None:
                     raise OrderInputError(f"position {position_id!r}: entry_price missing for qty {qty!r}")
-                i128_from_py(_entry_notional(inst, entry_price, qty_lots), &notional)
+                i128_from_py(entry_notional(inst, entry_price, qty_lots), &notional)
             if realized_pnl is not None:
-                i128_from_py(_quote_units_any(inst, realized_pnl, "realized_pnl"), &realized)
+                i128_from_py(quote_units_any(inst, realized_pnl, "realized_pnl"), &realized)
             if not create and self.position_ids.get(position_id) != islot:
                 raise OrderInputError(f"unknown position id {position_id!r} on {symbol}")
         except (OrderInputError, DecimalError, OverflowError) as exc:
@@ -796,10 +647,10 @@ cdef class Account:
             sd = parse_side(side)
             ot = parse_order_type(order_type)
             st = parse_order_status(status)
-            q = _lots_field(inst, qty, "order qty")
-            f = _lots_field(inst, filled_qty, "order filled_qty")
-            px = _ticks_field(inst, price, "order price")
-            stop = _ticks_field(inst, stop_price, "order stop_price")
+            q = lots_field(inst, qty, "order qty")
+            f = lots_field(inst, filled_qty, "order filled_qty")
+            px = ticks_field(inst, price, "order price")
+            stop = ticks_field(inst, stop_price, "order stop_price")
         except (OrderInputError, DecimalError) as exc:
             self._fail(exc)
             return False
@@ -830,10 +681,10 @@ cdef class Account:
         inst = <Instrument>self.instruments[self.order_recs[slot].instrument_idx]
         try:
             st = parse_order_status(status)
-            q = _lots_field(inst, qty, "order qty")
-            f = _lots_field(inst, filled_qty, "order filled_qty")
-            px = _ticks_field(inst, price, "order price")
-            stop = _ticks_field(inst, stop_price, "order stop_price")
+            q = lots_field(inst, qty, "order qty")
+            f = lots_field(inst, filled_qty, "order filled_qty")
+            px = ticks_field(inst, price, "order price")
+            stop = ticks_field(inst, stop_price, "order stop_price")
         except (OrderInputError, DecimalError) as exc:
             self._fail(exc)
             return False
@@ -869,7 +720,7 @@ cdef class Account:
         cdef int64_t q, f, px, cost, seq, ts, before_filled, before_cost
         try:
             for item in modify:
-                oid = _field(item, "id")
+                oid = item_field(item, "id")
                 slot = self.order_slots.get(oid)
                 key = slot if slot is not None else oid
                 tmp = plans.get(key)
@@ -878,23 +729,23 @@ cdef class Account:
                 islot = tmp.rec.instrument_idx if tmp is not None else \
                     self._instrument_slot(item.get("symbol", symbol))
                 inst = <Instrument>self.instruments[islot]
-                st = parse_order_status(_field(item, "state"))
-                f = _lots_field(inst, _field(item, "exec"), "exec")
-                q = f + _lots_field(inst, _field(item, "resd"), "resd")
-                cost = _quote_units_any(inst, item["cost"], "cost") if "cost" in item else -1
+                st = parse_order_status(item_field(item, "state"))
+                f = lots_field(inst, item_field(item, "exec"), "exec")
+                q = f + lots_field(inst, item_field(item, "resd"), "resd")
+                cost = quote_units_any(inst, item["cost"], "cost") if "cost" in item else -1
                 seq = item.get("seq", 0)
                 ts = item.get("ts", ts_ns)
                 if tmp is None:
                     # A new order: it starts PENDING_NEW with the stated quantity and
                     # the snapshot below moves it to the stated state.
-                    px = _ticks_field(inst, item.get("price"), "price")
-                    order_init(&rec, parse_side(_field(item, "side")), parse_order_type(item.get("type", "limit")),
+                    px = ticks_field(inst, item.get("price"), "price")
+                    order_init(&rec, parse_side(item_field(item, "side")), parse_order_type(item.get("type", "limit")),
                                q, px, 0, OS_PENDING_NEW, ts)
                     rec.instrument_idx = <int32_t>islot
                     tmp = Order.from_rec(&rec, oid, str(item.get("clientId", "")), inst, inst.symbol)
                     news.append(oid)
                 else:
-                    px = _ticks_field(inst, item["price"], "price") if "price" in item else tmp.rec.price_ticks
+                    px = ticks_field(inst, item["price"], "price") if "price" in item else tmp.rec.price_ticks
                 before_filled = tmp.rec.filled_lots
                 before_cost = tmp.rec.cost
                 r = order_apply_snapshot(&tmp.rec, <uint8_t>st, q, f, px, tmp.rec.stop_price_ticks, cost,
@@ -907,7 +758,7 @@ cdef class Account:
                     fills.append((islot, tmp.rec.side, tmp.rec.filled_lots - before_filled, cost - before_cost))
                 plans[key] = tmp
             for item in cancel:
-                oid = _field(item, "id")
+                oid = item_field(item, "id")
                 slot = self.order_slots.get(oid)
                 key = slot if slot is not None else oid
                 if key in plans:
@@ -934,7 +785,7 @@ cdef class Account:
                 if r != OR_OK:
                     raise position_error(r, (<Position>ptmp).symbol, (<Position>ptmp).rec.status,
                                          f"openorders fill of {lots} lots (cost {cost_delta})")
-        except (OrderInputError, DecimalError, InvalidTransition, KeyError, TypeError) as exc:
+        except (OrderInputError, DecimalError, InvalidTransition, KeyError, TypeError, OverflowError) as exc:
             self._fail(exc)
             return 0
         # Phase 2: commit, then notify.
@@ -966,12 +817,12 @@ cdef class Account:
         planned = []
         try:
             for item in items:
-                asset = _field(item, "asset")
+                asset = item_field(item, "asset")
                 decimals = self.asset_decimals.get(asset, 8)
                 vals = {}
                 for name in ("total", "available", "reserved"):
                     if name in item and item[name] is not None:
-                        vals[name] = _scaled(item[name], decimals, f"{asset} {name}")
+                        vals[name] = scaled_amount(item[name], decimals, f"{asset} {name}")
                 if len(vals) < 2:
                     raise OrderInputError(f"balance {asset!r}: need at least two of total/available/reserved")
                 total = vals.get("total", vals.get("available", 0) + vals.get("reserved", 0))
@@ -981,7 +832,7 @@ cdef class Account:
                     raise OrderInputError(f"balance {asset!r}: inconsistent total={total} available={available} "
                                           f"reserved={reserved} (scale 10^-{decimals})")
                 planned.append((asset, total, available, reserved, decimals))
-        except (OrderInputError, DecimalError, KeyError, TypeError) as exc:
+        except (OrderInputError, DecimalError, KeyError, TypeError, OverflowError) as exc:
             self._fail(exc)
             return 0
         return sum(1 for a, t, av, rs, d in planned if self.set_balance(a, t, av, rs, d, ts_ns))
