@@ -333,3 +333,21 @@ def test_docstring_examples_run() -> None:
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
     assert doctest.testmod(core_positions).attempted > 0
+
+
+def test_feed_mode_venue_frames_report_and_keep_state() -> None:
+    errors: list[Exception] = []
+    acct = account(feed_mode=True)
+    acct.set_callbacks(on_error=errors.append)
+    acct.on_openorders(modify=[{"id": "s1", "symbol": "BTCUSDT", "side": "buy", "state": "open", "resd": 5,
+                                "exec": 0, "cost": 0}])
+    before = full_state(acct)
+    assert acct.on_openorders(modify=[{"id": "s1", "state": "partial", "resd": 3, "exec": 2,
+                                       "cost": 10**30}]) == 0                         # cost past int64
+    assert acct.on_openorders(modify=[{"id": "s1", "state": "partial", "resd": 3, "exec": 2,
+                                       "seq": "x"}]) == 0                             # not an int
+    assert acct.on_balances([{"asset": "BTC", "total": "1.5"}]) == 0                  # one figure only
+    assert acct.on_position_update("P9", "BTCUSDT", "InProgress", "1", "1") is False   # unknown position
+    assert full_state(acct) == before
+    assert acct.error_count == len(errors) == 4
+
