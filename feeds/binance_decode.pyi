@@ -20,6 +20,9 @@ class BinanceDecoder:
     def decode_frame(self, frame: Buffer) -> dict[str, Any]:
         """Decode one frame into a dict (``kind`` plus the event's fields; levels as
         ``(side, price_ticks, qty_lots)``). Raises DecodeError(reason, offset)."""
+    def decode_kind(self, frame: Buffer) -> int:
+        """Decode into the scratch buffer and return the kind (index into KIND_NAMES).
+        Raises DecodeError(reason, offset). O(len(frame))."""
     @property
     def scratch_capacity(self) -> int:
         """Levels the scratch buffer holds (grows to the largest frame seen)."""

@@ -504,6 +504,18 @@ cdef class BinanceDecoder:
                        first_trade_id=self.trade.first_trade_id, last_trade_id=self.trade.last_trade_id)
         return out
 
+    def decode_kind(self, frame):
+        """Decode one frame into the scratch buffer (validating everything, building no
+        Python object per field) and return its kind as an int (see ``KIND_NAMES``).
+        Raises DecodeError(reason, offset). O(len(frame))."""
+        cdef Py_buffer view
+        cdef JsonCursor c
+        js_init_buffer(&c, frame, &view)
+        try:
+            return self.decode(<const char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
     @property
     def scratch_capacity(self):
         """Levels the scratch buffer holds (grows to the largest frame seen)."""

@@ -172,3 +172,30 @@ def test_borrowed_buffer_kinds_and_non_contiguous() -> None:
         jscan.scan_validate(memoryview(b"[1, 2]")[::2])
     with pytest.raises(TypeError):
         jscan.scan_validate("not a buffer")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, step, expected", [
+    ("0.000", "0.01", 0),
+    (".5", "0.5", 1),
+    ("5.", "0.01", 500),
+    ("007.10", "0.01", 710),
+    ("61837.63000000", "0.01", 6183763),
+    ("9223372036854775807", "1", 2**63 - 1),          # 19 digits: the general path
+    ("922337203685477580.7", "0.1", 2**63 - 1),
+    ("0.000000000000000001", "0.000000000000000001", 1),
+])
+def test_plain_decimal_fast_path_edges(text: str, step: str, expected: int) -> None:
+    assert jscan.find_steps(b'{"p":"' + text.encode() + b'"}', step, "p") == expected
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("9223372036854775808", "overflows int64"),
+    ("18446744073709551616", "overflows int64"),
+    (".", "no digits"),
+    ("", "no digits"),
+    ("1.0.0", "not a decimal number"),
+    ("1.25", "not a whole number of steps"),
+])
+def test_plain_decimal_fast_path_rejects_like_dec_to_steps(text: str, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        jscan.find_steps(b'{"p":"' + text.encode() + b'"}', "0.5" if text == "1.25" else "1", "p")
