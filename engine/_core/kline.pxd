@@ -4,6 +4,7 @@
 # frames such as "tick:100"). Every frame owns one open bar, a history ring of its
 # last N closed bars and, for time frames, the venue's own candles for comparison.
 # All prices are int64 ticks, sizes int64 lots, times int64 ns since the UTC epoch.
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 cdef extern from *:
@@ -119,6 +120,7 @@ cdef class BarStore:
     cdef readonly Py_ssize_t exports
 
 
+@cython.final
 cdef class KlineAggregator:
     cdef Frame* frames
     cdef Py_ssize_t n_frames
@@ -137,6 +139,7 @@ cdef class KlineAggregator:
     cdef bint record_update
     cdef bint dispatching
     cdef uint64_t updated_mask
+    cdef int64_t volume_bound       # >= every open bar's volume (sum of all sizes applied)
     cdef readonly int64_t callback_errors
     cdef readonly int64_t events_dropped
     cdef readonly int64_t rejected

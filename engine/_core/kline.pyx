@@ -143,7 +143,10 @@ cdef inline void _bar_out(const Frame* f, Bar* out) noexcept nogil:
         out.close_ts_ns = f.cur.last_trade_ts_ns
 
 
-cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t side) noexcept nogil:
+cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t buy_q,
+                          kline_i128 pq) noexcept nogil:
+    # buy_q (q for a taker buy, else 0) and pq (p * q) are computed once per trade by the
+    # caller: no per-frame branch on the side, whose sign is unpredictable.
     if f.has_open:
         if p > f.cur.high_ticks:
             f.cur.high_ticks = p
@@ -156,10 +159,9 @@ cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t si
             f.cur.first_trade_ts_ns = ts
             f.cur.open_ticks = p
         f.cur.volume_lots += q
-        if side > 0:
-            f.cur.buy_volume_lots += q
+        f.cur.buy_volume_lots += buy_q
         f.cur.trade_count += 1
-        f.cur_notional += <kline_i128>p * q
+        f.cur_notional += pq
         return
     f.has_open = 1
     f.cur.open_ticks = p
@@ -167,9 +169,9 @@ cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t si
     f.cur.low_ticks = p
     f.cur.close_ticks = p
     f.cur.volume_lots = q
-    f.cur.buy_volume_lots = q if side > 0 else 0
+    f.cur.buy_volume_lots = buy_q
     f.cur.trade_count = 1
-    f.cur_notional = <kline_i128>p * q
+    f.cur_notional = pq
     f.cur.first_trade_ts_ns = ts
     f.cur.last_trade_ts_ns = ts
     f.cur.notional_lo = 0
@@ -506,35 +508,47 @@ cdef class KlineAggregator:
 
     cdef int apply_trade(self, int64_t p, int64_t q, int64_t ts, int64_t side) noexcept nogil:
         cdef Py_ssize_t i
+        cdef Py_ssize_t n = self.n_frames
+        cdef Frame* frames = self.frames
         cdef Frame* f
-        # Pass 1: a trade that lands in an open bar must not overflow its volume. Checked
-        # for every frame before any change, so a rejected trade changes nothing.
-        for i in range(self.n_frames):
-            f = &self.frames[i]
-            if f.has_open and f.cur.volume_lots > INT64_MAX - q:
-                if f.kind == FRAME_TIME:
-                    if f.period_start_ns <= ts < f.period_end_ns:
+        cdef uint64_t touched = 0
+        cdef int64_t buy_q = q if side > 0 else 0
+        cdef kline_i128 pq = <kline_i128>p * q
+        # A trade that lands in an open bar must not overflow its volume, checked for
+        # every frame before any change so a rejected trade changes nothing. Every open
+        # bar's volume is at most volume_bound, so the exact check is needed only when
+        # the bound itself is near the limit (after ~9.2e18 lots in this aggregator's life).
+        if q > INT64_MAX - self.volume_bound:
+            for i in range(n):
+                f = &frames[i]
+                if f.has_open and f.cur.volume_lots > INT64_MAX - q:
+                    if f.kind == FRAME_TIME:
+                        if f.period_start_ns <= ts < f.period_end_ns:
+                            return KST_OVERFLOW
+                    elif ts >= f.last_closed_trade_ts_ns:
                         return KST_OVERFLOW
-                elif ts >= f.last_closed_trade_ts_ns:
-                    return KST_OVERFLOW
-        for i in range(self.n_frames):
-            f = &self.frames[i]
+            self.volume_bound = INT64_MAX
+        else:
+            self.volume_bound += q
+        for i in range(n):
+            f = &frames[i]
             if f.kind == FRAME_TIME:
                 if ts < f.period_start_ns:
                     self._late(i, f, p, q, ts, side)
                     continue
                 if ts >= f.period_end_ns:
                     self._roll(i, f, _align_down(ts, f.length_ns, f.offset_ns))
-                _bar_add(f, p, q, ts, side)
+                _bar_add(f, p, q, ts, buy_q, pq)
             else:
                 if ts < f.last_closed_trade_ts_ns:
                     self._late(i, f, p, q, ts, side)
                     continue
-                _bar_add(f, p, q, ts, side)
+                _bar_add(f, p, q, ts, buy_q, pq)
                 if _threshold_reached(f):
                     self._close_bar(i, f)
-            if self.record_update:
-                self.updated_mask |= (<uint64_t>1) << i
+            touched |= (<uint64_t>1) << i
+        if self.record_update:
+            self.updated_mask |= touched
         self.trades_applied += 1
         return KST_OK
 
