@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Iterator
+from typing import BinaryIO, Iterator, cast
 
 __all__ = [
     "RecordedFrame",
@@ -53,16 +53,16 @@ class RecordedFrame:
     channel: str = ""
 
 
-def _open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
+def _open_binary(path: str | os.PathLike[str]) -> BinaryIO:
     """Open plain, gzip or xz files alike (detected from the magic bytes)."""
-    fh: IO[bytes] = open(path, "rb")
+    fh: BinaryIO = open(path, "rb")
     magic = fh.read(6)
     if magic[:2] == _GZIP_MAGIC:
         fh.close()
-        return gzip.open(path, "rb")
+        return cast(BinaryIO, gzip.open(path, "rb"))
     if magic == _XZ_MAGIC:
         fh.close()
-        return lzma.open(path, "rb")
+        return cast(BinaryIO, lzma.open(path, "rb"))
     fh.seek(0)
     return fh
 
@@ -168,7 +168,8 @@ class RecordingWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._fh: IO[bytes] = gzip.open(self.path, "wb") if self.path.suffix == ".gz" else open(self.path, "wb")
+        self._fh: BinaryIO = (cast(BinaryIO, gzip.open(self.path, "wb")) if self.path.suffix == ".gz"
+                              else open(self.path, "wb"))
         self.frames = 0
 
     def write(self, recv_ns: int, payload: bytes | bytearray | memoryview) -> None:

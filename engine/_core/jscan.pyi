@@ -5,21 +5,21 @@ C-contiguous buffer (bytes, bytearray, memoryview); it is only read during the c
 """
 from typing import Union
 
-Buffer = Union[bytes, bytearray, memoryview]
+_Buffer = Union[bytes, bytearray, memoryview]
 
-def scan_validate(frame: Buffer, max_depth: int = 64) -> None:
+def scan_validate(frame: _Buffer, max_depth: int = 64) -> None:
     """Validate that ``frame`` holds exactly one JSON value. O(len).
     Raises DecodeError(reason, offset) on the first error."""
 
-def find_string(frame: Buffer, *path: str) -> str:
+def find_string(frame: _Buffer, *path: str) -> str:
     """The string at the object key path, unescaped. KeyError / DecodeError."""
 
-def find_int(frame: Buffer, *path: str, allow_string: bool = False) -> int:
+def find_int(frame: _Buffer, *path: str, allow_string: bool = False) -> int:
     """The int64 at the object key path. KeyError / DecodeError."""
 
-def find_steps(frame: Buffer, step: str, *path: str) -> int:
+def find_steps(frame: _Buffer, step: str, *path: str) -> int:
     """The decimal string or number at the path as an exact count of ``step``."""
 
-def levels(frame: Buffer, tick_size: str, lot_size: str, *path: str,
+def levels(frame: _Buffer, tick_size: str, lot_size: str, *path: str,
            allow_extra: bool = False) -> list[tuple[int, int]]:
     """The [price, qty] level array at the path as (ticks, lots) tuples. O(len)."""
