@@ -272,12 +272,13 @@ def test_server_pings_and_stall_silences_them(loop_kind: str) -> None:
             assert isinstance(c, PingCounter)
             await asyncio.sleep(0.3)
             assert c.pings >= 3
-            sim.stall(0.5)  # a frozen server: no data and no pings
+            sim.stall(0.7)  # a frozen server: no data and no pings
+            await asyncio.sleep(0.1)  # a ping already on the wire lands first
             before = c.pings
             sim.advance(20)
             await asyncio.sleep(0.3)
             assert c.pings == before and c.frames == []
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.6)
             assert c.pings > before and c.frames == _frames_of(sim, {DEPTH})[:len(c.frames)]
             assert c.frames
             t.disconnect()

@@ -21,7 +21,7 @@ import pytest
 import uvloop
 from picows import WSFrame, WSProtocolError, WSListener, WSMsgType, WSTransport, ws_connect
 
-from feeds.sim.server import SimClient, SimHttpServer, SimServer
+from feeds.sim.server import SimClient, SimHttpServer, SimServer, encode_burst
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -279,21 +279,34 @@ def test_bounded_queue_closes_slow_client(loop_kind: str) -> None:
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_burst_delivers_every_frame_in_order(loop_kind: str) -> None:
     n = 20_000
-    frames = [b'{"seq":%d,"pad":"%s"}' % (i, b"y" * 150) for i in range(n)]
+    # Payload lengths cover the three WebSocket length encodings (7, 16 and 64 bit).
+    frames = [b'{"seq":%d,"pad":"%s"}' % (i, b"y" * (150 if i % 3 else 40)) for i in range(n)]
+    frames[777] = b'{"big":"' + b"z" * 70_000 + b'"}'
+    burst = encode_burst(frames, chunk_bytes=64 * 1024)
+    assert burst.frames == n and sum(burst.frames_per_chunk) == n and len(burst.chunks) > 10
+    assert sum(burst.payload_per_chunk) == sum(map(len, frames))
 
     async def case() -> None:
         async with EchoSim() as sim:
-            t, c = await _connect(sim.url)
-            await c.wait_frames(1)
-            (client,) = sim.clients
-            client.send("queued-before-burst")
-            sent = await sim.burst(frames)
-            assert sent == n
-            await c.wait_frames(n + 2, timeout=15)
-            assert c.frames[1] == b"queued-before-burst"
-            assert c.frames[2:] == frames
-            assert client.frames_sent == n + 2
-        await asyncio.wait_for(t.wait_disconnected(), 5)
+            t1, c1 = await _connect(sim.url, max_frame_size=1 << 20)
+            t2, c2 = await _connect(sim.url, max_frame_size=1 << 20)
+            await c1.wait_frames(1)
+            await c2.wait_frames(1)
+            first, second = sim.clients
+            first.send("queued-before-burst")
+            assert await sim.burst(burst) == 2 * n  # one Burst, shared by both clients
+            await c1.wait_frames(n + 2, timeout=15)
+            await c2.wait_frames(n + 1, timeout=15)
+            assert c1.frames[1] == b"queued-before-burst"
+            assert c1.frames[2:] == frames and c2.frames[1:] == frames
+            assert first.frames_sent == n + 2
+            assert second.bytes_sent == len(b"hello") + sum(map(len, frames))
+            # Plain payload lists are encoded on the fly, text or binary.
+            assert await second.burst([b"\x00\x01"], binary=True) == 1
+            await c2.wait_frames(n + 2)
+            assert c2.frames[-1] == b"\x00\x01"
+        for t in (t1, t2):
+            await asyncio.wait_for(t.wait_disconnected(), 5)
     run_case(loop_kind, case)
 
 

@@ -278,6 +278,7 @@ class SyntheticMarket:
         self.trades: list[Trade] = []
         #: Latest state of every order ever placed, by order id.
         self.orders: dict[int, Order] = {}
+        self._open: dict[int, Order] = {}  # the open subset of ``orders``, oldest first
         #: Positions by symbol (only symbols that ever traded).
         self.positions: dict[str, Position] = {}
         self.balances: dict[str, Balance] = {}
@@ -303,8 +304,8 @@ class SyntheticMarket:
         return BookSnapshot(symbol, self.ts_ns, bids, asks, self._update_id[symbol])
 
     def open_orders(self) -> list[Order]:
-        """Orders that can still fill, oldest first."""
-        return [o for o in self.orders.values() if o.open]
+        """Orders that can still fill, oldest first. O(open orders)."""
+        return list(self._open.values())
 
     def account_snapshot(self) -> list[MarketEvent]:
         """Events that rebuild the account from nothing: every position (omitted while
@@ -332,6 +333,18 @@ class SyntheticMarket:
                 self._step_book(sym, events)
         if self._rng.random() < self.account_rate:
             self._step_account(events)
+        return events
+
+    def step_book(self, symbol: str) -> list[MarketEvent]:
+        """Advance only ``symbol``'s book by one step (clock included): the events
+        (a ``Trade`` sometimes, then a ``BookDelta``). Used to pre-encode bursts.
+        ``KeyError`` for an unknown symbol."""
+        if symbol not in self._books:
+            raise KeyError(symbol)
+        self.steps += 1
+        self.ts_ns += self.step_ns
+        events: list[MarketEvent] = []
+        self._step_book(symbol, events)
         return events
 
     def _step_book(self, sym: str, events: list[MarketEvent]) -> None:
@@ -405,7 +418,14 @@ class SyntheticMarket:
 
     def _reserved(self) -> int:
         return sum(self._notional(o.symbol, o.price_ticks, o.qty_lots - o.filled_lots)
-                   for o in self.orders.values() if o.open)
+                   for o in self._open.values())
+
+    def _set_order(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        if order.open:
+            self._open[order.order_id] = order
+        else:
+            self._open.pop(order.order_id, None)
 
     def _balances_event(self, total_delta: int) -> Balances:
         old = self.balances[self.quote_asset]
@@ -426,7 +446,7 @@ class SyntheticMarket:
         else:
             order = rng.choice(open_orders)
             done = replace(order, status="Canceled", updated_ts_ns=self.ts_ns)
-            self.orders[order.order_id] = done
+            self._set_order(done)
             events.append(done)
             events.append(self._balances_event(0))
 
@@ -445,7 +465,7 @@ class SyntheticMarket:
         self._next_order_id += 1
         order = Order(oid, oid, sym, side, "Limit", "New", price, rng.randint(1, 2000), 0, 0,
                       self.ts_ns, self.ts_ns)
-        self.orders[oid] = order
+        self._set_order(order)
         events.append(order)
         events.append(self._balances_event(0))
 
@@ -460,7 +480,7 @@ class SyntheticMarket:
         new = replace(order, status="Filled" if filled == order.qty_lots else "PartiallyFilled",
                       filled_lots=filled, cost_units=order.cost_units + notional,
                       updated_ts_ns=self.ts_ns)
-        self.orders[order.order_id] = new
+        self._set_order(new)
         fill = Fill(order.order_id, self._next_fill_id, sym, order.side, order.price_ticks, qty,
                     fee, self.ts_ns)
         self._next_fill_id += 1

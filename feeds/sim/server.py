@@ -37,8 +37,9 @@ How to add a venue simulator
    send it. The other faults are generic and live here: :meth:`SimServer.drop`,
    :meth:`SimServer.close`, :meth:`SimServer.send_malformed`,
    :meth:`SimServer.send_oversize`, :meth:`SimServer.stall`, ``reject_auth``.
-5. Burst mode: pre-encode the frames once (``list[bytes]``), then
-   ``await self.burst(frames)`` writes them as fast as the socket takes them.
+5. Burst mode: pre-encode the frames once (``burst = encode_burst(payloads)``: the
+   WebSocket wire bytes, shared by every client), then ``await self.burst(burst)``
+   (or ``client.burst(burst)``) writes them as fast as the socket takes them.
 6. Add the venue to ``feeds/sim/__main__.py`` (``python -m feeds.sim <venue>``) and
    write ``tests/test_sim_<venue>.py`` with a real peer client where one exists.
 
@@ -52,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Self, Sequence
 from urllib.parse import parse_qs, urlsplit
 
@@ -64,13 +66,61 @@ from picows import (
     ws_create_server,
 )
 
-__all__ = ["SimClient", "SimServer", "SimHttpServer", "HttpHandler"]
+__all__ = ["Burst", "SimClient", "SimServer", "SimHttpServer", "HttpHandler", "encode_burst"]
 
 log = logging.getLogger("feeds.sim")
 
 #: Close codes a server may put on the wire (RFC 6455 7.4: 1000-1014 minus the
 #: reserved 1004-1006, and the registered/private range 3000-4999).
 _SENDABLE_CLOSE_CODES = frozenset(range(1000, 1015)) - {1004, 1005, 1006}
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """Frames pre-encoded down to the WebSocket wire, for burst mode.
+
+    Server-to-client frames are not masked (RFC 6455 5.1), so the wire bytes of a
+    frame are the same for every client: they are built once and written in
+    ``chunks`` of about ``chunk_bytes``; chunk i holds ``frames_per_chunk[i]`` frames
+    carrying ``payload_per_chunk[i]`` payload bytes. ``frames`` is the total."""
+    chunks: tuple[bytes, ...]
+    frames_per_chunk: tuple[int, ...]
+    payload_per_chunk: tuple[int, ...]
+    frames: int
+
+
+def ws_frame_header(length: int, binary: bool = False) -> bytes:
+    """Header of one final, unmasked server frame carrying ``length`` payload bytes."""
+    b0 = 0x82 if binary else 0x81
+    if length < 126:
+        return bytes((b0, length))
+    if length < 65536:
+        return bytes((b0, 126)) + length.to_bytes(2, "big")
+    return bytes((b0, 127)) + length.to_bytes(8, "big")
+
+
+def encode_burst(frames: Sequence[bytes], binary: bool = False, chunk_bytes: int = 256 * 1024) -> Burst:
+    """Pre-encode ``frames`` (payloads) as WebSocket wire bytes in write-sized chunks.
+    O(total bytes); done once, then :meth:`SimClient.burst` only writes."""
+    chunks: list[bytes] = []
+    counts: list[int] = []
+    payloads: list[int] = []
+    parts: list[bytes] = []
+    size = 0
+    for payload in frames:
+        parts.append(ws_frame_header(len(payload), binary))
+        parts.append(payload)
+        size += len(payload)
+        if size >= chunk_bytes:
+            chunks.append(b"".join(parts))
+            counts.append(len(parts) // 2)
+            payloads.append(size)
+            parts, size = [], 0
+    if parts:
+        chunks.append(b"".join(parts))
+        counts.append(len(parts) // 2)
+        payloads.append(size)
+    return Burst(tuple(chunks), tuple(counts), tuple(payloads), len(frames))
 
 
 def _check_close_code(code: int) -> None:
@@ -189,28 +239,30 @@ class SimClient:
             self._writable = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._writable)
 
-    async def burst(self, frames: Sequence[bytes], binary: bool = False) -> int:
-        """Write pre-encoded ``frames`` as fast as the socket takes them (burst mode).
+    async def burst(self, frames: Burst | Sequence[bytes], binary: bool = False) -> int:
+        """Write pre-encoded frames as fast as the socket takes them (burst mode).
 
-        Waits for the queue to drain first (order is kept), then writes each frame
-        straight to picows, awaiting only when the socket signals backpressure or a
-        stall. Returns how many frames were written (fewer if the client closed).
-        O(total bytes)."""
+        ``frames`` is a :class:`Burst` (encoded once, shared by every client) or a
+        sequence of payloads (encoded here with ``binary``). Waits for the send queue
+        to drain first (order is kept), then writes whole chunks of wire bytes to the
+        socket, awaiting only when it signals backpressure or a stall. Returns how
+        many frames were written (fewer if the client closed). O(total bytes)."""
+        burst = frames if isinstance(frames, Burst) else encode_burst(frames, binary)
         await self.drain(timeout=60.0)
-        msg_type = WSMsgType.BINARY if binary else WSMsgType.TEXT
-        send = self.transport.send
+        # The wire bytes bypass picows' framing (already framed) but share its
+        # transport, so ordering with frames sent through picows is kept.
+        write = self.transport.underlying_transport.write
         n = 0
-        nbytes = 0
-        for data in frames:
+        for chunk, count, payload in zip(burst.chunks, burst.frames_per_chunk,
+                                         burst.payload_per_chunk):
             if self._paused or self._stall_handle is not None:
                 await self._wait_writable()
             if self.closed:
                 break
-            send(msg_type, data)
-            n += 1
-            nbytes += len(data)
-        self.frames_sent += n
-        self.bytes_sent += nbytes
+            write(chunk)
+            n += count
+            self.frames_sent += count
+            self.bytes_sent += payload
         return n
 
     # -- faults ----------------------------------------------------------------------
@@ -569,12 +621,14 @@ class SimServer:
             c.stall(seconds)
         return len(targets)
 
-    async def burst(self, frames: Sequence[bytes], client: SimClient | None = None,
+    async def burst(self, frames: Burst | Sequence[bytes], client: SimClient | None = None,
                     binary: bool = False) -> int:
-        """Burst mode: write the pre-encoded ``frames`` to the client(s) as fast as the
-        sockets take them. Returns the total number of frames written."""
+        """Burst mode: write pre-encoded frames (a :class:`Burst`, or payloads encoded
+        once here) to the client(s) as fast as the sockets take them. Returns the
+        total number of frames written."""
+        burst = frames if isinstance(frames, Burst) else encode_burst(frames, binary)
         targets = [client] if client is not None else self.clients
-        counts = await asyncio.gather(*(c.burst(frames, binary) for c in targets if not c.closed))
+        counts = await asyncio.gather(*(c.burst(burst) for c in targets if not c.closed))
         return sum(counts)
 
     # -- internals -------------------------------------------------------------------
