@@ -17,7 +17,8 @@ from picows import WSMsgType, WSTransport, ws_connect
 from engine._core.instrument import Instrument
 from feeds.sim.cadenza import ACCOUNT_PREFIX, BOOK_PREFIX, TRADE_PREFIX, CadenzaSim
 from feeds.sim.market import (
-    QUOTE_DECIMALS, BookState, RecordedBinance, RecordedMarket, SyntheticMarket,
+    QUOTE_DECIMALS, BookDelta, BookState, Fill, Order, RecordedBinance, RecordedMarket,
+    SyntheticMarket,
 )
 from test_sim_server import LOOPS, Collector, run_case, sim_process
 
@@ -435,6 +436,54 @@ def test_recorded_binance_source(loop_kind: str) -> None:
             assert len(raw.pubs(BOOK)[0]["data"]["bids"]) == 1000
             await raw.close()
     run_case(loop_kind, case)
+
+
+def test_synthetic_market_invariants() -> None:
+    """Seeded stress of the market the Cadenza simulator publishes: books, orders,
+    positions and balances stay consistent with the events, step after step."""
+    m = SyntheticMarket(seed=9, depth=12)
+    books = {sym: BookState() for sym in m.instruments}
+    for sym, (bids, asks) in m.books().items():
+        books[sym].replace(bids, asks)
+    initial = m.balances["USDT"].total_units
+    fills_by_order: dict[int, int] = {}
+    net_lots: dict[str, int] = {}
+    fees = 0
+    last_status: dict[int, str] = {}
+    legal = {None: {"New"}, "New": {"PartiallyFilled", "Filled", "Canceled"},
+             "PartiallyFilled": {"PartiallyFilled", "Filled", "Canceled"}}
+    for _ in range(5000):
+        for e in m.step():
+            if isinstance(e, BookDelta):
+                books[e.symbol].apply(e.bids, e.asks)
+            elif isinstance(e, Order):
+                assert e.status in legal[last_status.get(e.order_id)], (last_status.get(e.order_id), e)
+                last_status[e.order_id] = e.status
+                assert 0 <= e.filled_lots <= e.qty_lots
+            elif isinstance(e, Fill):
+                fills_by_order[e.order_id] = fills_by_order.get(e.order_id, 0) + e.qty_lots
+                signed = e.qty_lots if e.side == "buy" else -e.qty_lots
+                net_lots[e.symbol] = net_lots.get(e.symbol, 0) + signed
+                fees += e.fee_units
+        for sym, b in books.items():
+            bids, asks = m.book(sym)
+            assert b.levels() == (bids, asks)
+            assert len(bids) == len(asks) == 12 and bids[0][0] < asks[0][0]
+    assert all(m.orders[oid].filled_lots == lots for oid, lots in fills_by_order.items())
+    assert {s: p.qty_lots for s, p in m.positions.items()} == net_lots
+    realized = sum(p.realized_pnl_units for p in m.positions.values())
+    bal = m.balances["USDT"]
+    assert bal.total_units == initial + realized - fees
+    # 1e-8 quote units per tick x lot: BTC 0.01 x 0.00001 -> 10, ETH 0.01 x 0.0001 -> 100.
+    unit = {"BTC-USDT": 10, "ETH-USDT": 100}
+    reserved = sum((o.qty_lots - o.filled_lots) * o.price_ticks * unit[o.symbol]
+                   for o in m.open_orders())
+    assert bal.reserved_units == reserved and bal.available_units == bal.total_units - reserved
+    assert len(fills_by_order) > 100 and "Canceled" in last_status.values()
+    with pytest.raises(ValueError, match="decimals"):
+        SyntheticMarket([Instrument("X-Y", "0.00001", "0.00001")])
+    with pytest.raises(ValueError, match="depth"):
+        SyntheticMarket(depth=1)
 
 
 def test_same_seed_same_publications() -> None:

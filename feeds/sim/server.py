@@ -40,13 +40,59 @@ How to add a venue simulator
 5. Burst mode: pre-encode the frames once (``burst = encode_burst(payloads)``: the
    WebSocket wire bytes, shared by every client), then ``await self.burst(burst)``
    (or ``client.burst(burst)``) writes them as fast as the socket takes them.
-6. Add the venue to ``feeds/sim/__main__.py`` (``python -m feeds.sim <venue>``) and
-   write ``tests/test_sim_<venue>.py`` with a real peer client where one exists.
+6. Data: drive the venue from :class:`feeds.sim.market.SyntheticMarket` (seeded
+   books, trades, account events in exact integers; format numbers with the
+   instrument's ``ticks_to_price`` / ``lots_to_qty`` and ``market.format_amount``) or
+   :class:`feeds.sim.market.RecordedMarket` (recorded Binance frames re-shaped).
+   Offer ``advance(n)`` (step the market n times and send) and ``interval_s=None``
+   (no automatic ticking) so tests are deterministic. A REST endpoint, if the venue
+   has one, is a :class:`SimHttpServer` started in ``on_start``.
+7. Add the venue to ``feeds/sim/__main__.py`` (``python -m feeds.sim <venue>``) and
+   write ``tests/test_sim_<venue>.py`` (``run_case``, ``Collector`` and
+   ``sim_process`` in tests/test_sim_server.py run a case under asyncio and uvloop
+   with leak checks), with a real peer client where one exists.
 
 Loopback only: ``host`` defaults to ``127.0.0.1``; ``port=0`` picks a free port.
 
->>> # async with CadenzaSim(seed=7) as sim:   # start() on enter, stop() on exit
->>> #     feed = connect(sim.url); sim.drop(); sim.close(3500, "invalid token")
+A minimal venue (clients send ``{"type":"SUBSCRIBE","markets":[...]}``)::
+
+    class PricesSim(SimServer):
+        name = "prices"
+        path = "/ws"
+        malformed_payload = b'{"type":"PRICES","markets":'
+
+        def __init__(self, *, seed: int = 1, interval_s: float | None = 0.01, **kw: Any):
+            super().__init__(**kw)
+            self.market = SyntheticMarket(seed=seed)
+            self.interval_s = interval_s
+
+        async def on_start(self) -> None:
+            if self.interval_s is not None:
+                self.spawn(self._tick(self.interval_s), "tick")
+
+        def on_connect(self, client: SimClient) -> None:
+            client.state = set()                      # subscribed markets
+
+        def on_message(self, client: SimClient, payload: bytes, binary: bool) -> None:
+            msg = json.loads(payload)
+            if self.reject_auth:
+                client.close(4001, "unauthorized")
+            elif msg.get("type") == "SUBSCRIBE":
+                client.state.update(msg["markets"])
+
+        def advance(self, steps: int = 1) -> None:
+            for _ in range(steps):
+                for event in self.market.step():
+                    ...  # encode once, client.send(text) to each subscribed client
+
+        async def _tick(self, interval_s: float) -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                self.advance()
+
+    async with PricesSim(interval_s=None) as sim:     # start() ... stop()
+        ...  # connect a client to sim.url, then sim.advance(100)
+        sim.drop(); sim.close(4000, "bye"); sim.stall(2.0); sim.send_malformed()
 """
 from __future__ import annotations
 
