@@ -797,88 +797,77 @@ cdef int _walk_or_raise(JsonCursor* c, tuple path) except -1:
     return 0
 
 
-def find_string(frame, *path):
-    """Return the string at the object key path ``path`` (str keys), unescaped.
-    KeyError if a key is absent; DecodeError on malformed input or a non-string."""
+cdef enum:
+    _READ_STRING = 0
+    _READ_INT = 1
+    _READ_STEPS = 2
+    _READ_LEVELS = 3
+
+
+cdef object _read_at(object frame, tuple path, int what, bint flag=False,
+                     str tick_size="1", str lot_size="1"):
+    # The one body behind the Python helpers below: borrow the buffer, walk the key
+    # path, read one value of kind `what` (flag: allow_string / allow_extra).
+    from engine._core.instrument import Instrument
     cdef JsonCursor c
     cdef Py_buffer view
     cdef JsonSpan span
-    cdef JsonStatus st
+    cdef int64_t a = 0, b = 0
+    cdef Py_ssize_t count = 0
+    cdef JsonStatus st = JS_OK
+    inst = Instrument("X", tick_size, lot_size)
+    cdef int32_t pd = inst.price_decimals, qd = inst.qty_decimals
+    cdef int64_t tu = inst.tick_units, lu = inst.lot_units
+    out = None
     js_init_buffer(&c, frame, &view)
     try:
         _walk_or_raise(&c, path)
-        st = js_read_string(&c, &span)
-        if st != JS_OK:
-            js_raise(&c, st, ".".join(path))
-        return js_span_to_str(&c, &span)
-    finally:
-        PyBuffer_Release(&view)
-
-
-def find_int(frame, *path, bint allow_string=False):
-    """Return the int64 at the object key path ``path``. KeyError / DecodeError."""
-    cdef JsonCursor c
-    cdef Py_buffer view
-    cdef int64_t out = 0
-    cdef JsonStatus st
-    js_init_buffer(&c, frame, &view)
-    try:
-        _walk_or_raise(&c, path)
-        st = js_read_int64(&c, allow_string, &out)
+        if what == _READ_STRING:
+            st = js_read_string(&c, &span)
+            if st == JS_OK:
+                out = js_span_to_str(&c, &span)
+        elif what == _READ_INT:
+            st = js_read_int64(&c, flag, &a)
+            out = a
+        elif what == _READ_STEPS:
+            st = js_read_steps(&c, pd, tu, &a)
+            out = a
+        else:
+            out = []
+            st = js_enter_array(&c)
+            while st == JS_OK:
+                st = js_next_element(&c, &count)
+                if st == JS_OK:
+                    st = js_read_level(&c, pd, tu, qd, lu, flag, &a, &b)
+                    if st == JS_OK:
+                        out.append((a, b))
+            if st == JS_END:
+                st = JS_OK
         if st != JS_OK:
             js_raise(&c, st, ".".join(path))
         return out
     finally:
         PyBuffer_Release(&view)
+
+
+def find_string(frame, *path):
+    """Return the string at the object key path ``path`` (str keys), unescaped.
+    KeyError if a key is absent; DecodeError on malformed input or a non-string."""
+    return _read_at(frame, path, _READ_STRING)
+
+
+def find_int(frame, *path, bint allow_string=False):
+    """Return the int64 at the object key path ``path``. KeyError / DecodeError."""
+    return _read_at(frame, path, _READ_INT, allow_string)
 
 
 def find_steps(frame, str step, *path):
     """Return the decimal string or number at ``path`` as an exact count of ``step``
     ("0.01" -> ticks). KeyError / DecodeError (reason names the value)."""
-    from engine._core.instrument import Instrument
-    cdef JsonCursor c
-    cdef Py_buffer view
-    cdef int64_t out = 0
-    cdef JsonStatus st
-    inst = Instrument("X", step, step)
-    cdef int32_t decimals = inst.price_decimals
-    cdef int64_t units = inst.tick_units
-    js_init_buffer(&c, frame, &view)
-    try:
-        _walk_or_raise(&c, path)
-        st = js_read_steps(&c, decimals, units, &out)
-        if st != JS_OK:
-            js_raise(&c, st, ".".join(path))
-        return out
-    finally:
-        PyBuffer_Release(&view)
+    return _read_at(frame, path, _READ_STEPS, False, step, step)
 
 
 def levels(frame, str tick_size, str lot_size, *path, bint allow_extra=False):
     """Return the array of [price, qty] levels at ``path`` as a list of (ticks, lots)
     tuples. O(len). DecodeError on anything malformed."""
-    from engine._core.instrument import Instrument
-    cdef JsonCursor c
-    cdef Py_buffer view
-    cdef int64_t px = 0, qty = 0
-    cdef Py_ssize_t count = 0
-    cdef JsonStatus st
-    inst = Instrument("X", tick_size, lot_size)
-    cdef int32_t pd = inst.price_decimals, qd = inst.qty_decimals
-    cdef int64_t tu = inst.tick_units, lu = inst.lot_units
-    out = []
-    js_init_buffer(&c, frame, &view)
-    try:
-        _walk_or_raise(&c, path)
-        st = js_enter_array(&c)
-        while st == JS_OK:
-            st = js_next_element(&c, &count)
-            if st == JS_OK:
-                st = js_read_level(&c, pd, tu, qd, lu, allow_extra, &px, &qty)
-                if st == JS_OK:
-                    out.append((px, qty))
-        if st != JS_END:
-            js_raise(&c, st, ".".join(path))
-        return out
-    finally:
-        PyBuffer_Release(&view)
+    return _read_at(frame, path, _READ_LEVELS, allow_extra, tick_size, lot_size)
