@@ -1,0 +1,730 @@
+"""Stream venue (Socket.IO) frame decoder: market-data events straight from picows'
+buffer into the core. The payload schemas are documented in ``feeds.stream``.
+
+A frame ``42[`` + ``"orderbook"|"kline"|"openorders"|"positions"`` + ``,{...}]`` (with
+``/ns,`` after ``42`` for a namespace, and an optional ack id) is scanned once with
+jscan from the frame's own memory: the payload goes into scratch buffers and locals,
+the rest of the frame is validated, and only then is anything applied (whole or
+nothing). Any other frame is handed to the venue's cold path (``venue.on_control``)
+as text: Engine.IO open/ping/close, Socket.IO connect/ack/disconnect/errors and events
+this decoder does not know.
+"""
+from cpython.buffer cimport PyBuffer_Release
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.stdint cimport int32_t, int64_t
+from libc.string cimport memcmp
+
+from engine._core.types cimport LevelUpdate, SIDE_BID, SIDE_ASK
+from engine._core.instrument cimport Instrument
+from engine._core.book cimport OrderBook
+from engine._core.kline cimport KlineAggregator, Frame, FRAME_TIME
+from engine._core.jscan cimport (
+    JsonCursor, JsonSpan, JsonStatus, JsonKind,
+    JS_OK, JS_END, JS_ERROR, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
+    JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE, JK_OBJECT, JK_ARRAY,
+    js_init, js_init_buffer, js_fail, js_enter_object, js_enter_array, js_next_member,
+    js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
+    js_read_bool, js_read_null, js_span_eq, js_span_to_str, js_raise, js_peek,
+)
+
+from engine.errors import BookError, DecodeError
+from engine._core.kline import KlineError
+
+cdef enum:
+    NS_PER_MS = 1000000
+# Largest wire time in ms that still fits int64 ns.
+cdef int64_t MAX_MS = 9223372036854
+
+#: Event kinds for Python (the cdef enum values of stream_decode.pxd).
+EVENT_ORDERBOOK = EV_ORDERBOOK
+EVENT_KLINE = EV_KLINE
+EVENT_OPENORDERS = EV_OPENORDERS
+EVENT_POSITIONS = EV_POSITIONS
+
+
+cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit, Py_ssize_t n) noexcept nogil:
+    return js_span_eq(c, key, lit, n)
+
+
+cdef inline JsonStatus read_ms(JsonCursor* c, int64_t* out_ns) noexcept nogil:
+    """A time in integer ms since the epoch -> ns, exactly (JS_OVERFLOW past int64 ns,
+    JS_BAD_FIELD when negative)."""
+    cdef int64_t ms = 0
+    cdef Py_ssize_t at = c.pos
+    cdef JsonStatus st = js_read_int64(c, False, &ms)
+    if st != JS_OK:
+        return st
+    if ms < 0:
+        return js_fail(c, JS_BAD_FIELD, at)
+    if ms > MAX_MS:
+        return js_fail(c, JS_OVERFLOW, at)
+    out_ns[0] = ms * NS_PER_MS
+    return JS_OK
+
+
+cdef class StreamSymbol:
+    """One instrument of the stream venue: its book, its kline aggregator and the
+    intervals subscribed, and what was applied (``last_trade_id``, ``last_seq``)."""
+
+    def __init__(self, Instrument instrument not None, OrderBook book not None,
+                 KlineAggregator aggregator=None, intervals=()):
+        self.symbol = instrument.symbol
+        self.symbol_bytes = instrument.symbol.encode()
+        self.instrument = instrument
+        self.book = book
+        self.aggregator = aggregator
+        self.intervals = []
+        self.last_trade_id = -1
+        self.last_seq = -1
+        for iv in intervals:
+            self.add_interval(iv)
+
+    def add_interval(self, str interval not None):
+        """Keep venue candles of ``interval`` (a time frame of the aggregator). KlineError
+        when the aggregator has no such time frame. O(frames)."""
+        cdef Py_ssize_t i
+        if self.aggregator is None:
+            raise KlineError(f"{self.symbol}: no kline aggregator for venue candles {interval!r}")
+        i = self.aggregator.frame_index(interval)
+        if self.aggregator.frames[i].kind != FRAME_TIME:
+            raise KlineError(f"{self.symbol}: venue candles need a time frame, not {interval!r}")
+        self.intervals.append((interval.encode(), i))
+
+    @property
+    def interval_names(self):
+        """Intervals whose venue candles are kept (a new list)."""
+        return [iv.decode() for iv, _ in self.intervals]
+
+    def __repr__(self):
+        return (f"StreamSymbol({self.symbol!r}, last_seq={self.last_seq}, "
+                f"last_trade_id={self.last_trade_id}, books={self.books}, klines={self.klines})")
+
+
+cdef class StreamDecoder:
+    """Decodes stream-venue frames in place (see the module docstring).
+
+    ``feed(payload, recv_ns)`` is the hot path: O(frame length) scanning; an orderbook
+    costs O(levels log levels) in the book's replace, plus O(trades^2) for sorting its
+    (few) trades. Cold handlers on ``venue``: ``on_control(text, recv_ns)``,
+    ``on_ping(recv_ns)``, ``on_seq_gap(symbol, seq, last)``, ``on_openorders(cancel,
+    modify, symbol, ts_ns, recv_ns)``, ``on_balances(items, ts_ns, recv_ns)``."""
+
+    def __cinit__(self):
+        self.levels = NULL
+        self.levels_cap = 0
+        self.trade_rows = NULL
+        self.trades_cap = 0
+
+    def __init__(self, venue, dispatch, trade_type, str namespace="/"):
+        if not namespace.startswith("/"):
+            raise ValueError(f"namespace must start with '/', got {namespace!r}")
+        self.venue = venue
+        self.dispatch = dispatch
+        self.trade_type = trade_type
+        self.symbols = []
+        self.ns_prefix = b"" if namespace == "/" else (namespace + ",").encode()
+        self.cur = None
+        self.cur_frame = -1
+        self.rows_a = []
+        self.rows_b = []
+        self.reserve(64)
+
+    def __dealloc__(self):
+        PyMem_Free(self.levels)
+        PyMem_Free(self.trade_rows)
+
+    def add_symbol(self, StreamSymbol sym not None):
+        """Register a symbol (before subscribing to it). O(1)."""
+        self.symbols.append(sym)
+        return sym
+
+    @property
+    def symbol_list(self):
+        """The registered symbols (a new list)."""
+        return list(self.symbols)
+
+    def symbol(self, str name):
+        """The StreamSymbol of ``name``; KeyError if unknown."""
+        for s in self.symbols:
+            if (<StreamSymbol>s).symbol == name:
+                return s
+        raise KeyError(name)
+
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        cdef void* grown
+        if n > self.levels_cap:
+            grown = PyMem_Realloc(self.levels, n * sizeof(LevelUpdate))
+            if grown == NULL:
+                raise MemoryError()
+            self.levels = <LevelUpdate*>grown
+            self.levels_cap = n
+        if n > self.trades_cap:
+            grown = PyMem_Realloc(self.trade_rows, n * sizeof(TradeRow))
+            if grown == NULL:
+                raise MemoryError()
+            self.trade_rows = <TradeRow*>grown
+            self.trades_cap = n
+        return 0
+
+    def feed(self, frame, int64_t recv_ns):
+        """Decode one WebSocket message (bytes-like; borrowed for this call only).
+        Raises DecodeError for a malformed frame (nothing of it applied); FeedError
+        from the cold path when the connection must end."""
+        cdef JsonCursor whole
+        cdef Py_buffer view
+        cdef const char* p
+        cdef Py_ssize_t n, i, k
+        js_init_buffer(&whole, frame, &view)
+        try:
+            p = <const char*>view.buf
+            n = view.len
+            if n == 1 and p[0] == b'2':
+                self.pings += 1
+                self.venue.on_ping(recv_ns)
+                return
+            if n >= 3 and p[0] == b'4' and p[1] == b'2':
+                i = 2
+                k = len(self.ns_prefix)
+                if k:
+                    if n - i > k and memcmp(p + i, <const char*>self.ns_prefix, k) == 0:
+                        i += k
+                    else:
+                        i = -1   # another namespace, or malformed: cold path decides
+                elif p[i] == b'/':
+                    i = -1
+                if i > 0:
+                    while i < n and b'0' <= p[i] <= b'9':
+                        i += 1   # an ack id the server asked for: data events are not acked
+                    if i < n and p[i] == b'[':
+                        if self.decode_event(p + i, n - i, recv_ns):
+                            return
+            self.venue.on_control(p[:n].decode("utf-8", "replace"), recv_ns)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int decode_event(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode ``["name",payload]``; 1 when handled here, 0 for the cold path."""
+        cdef JsonCursor c
+        cdef JsonSpan name
+        cdef Py_ssize_t nel = 0
+        cdef int kind = EV_NONE
+        cdef JsonStatus st
+        js_init(&c, buf, n)
+        st = js_enter_array(&c)
+        if st == JS_OK:
+            st = js_next_element(&c, &nel)
+        if st == JS_OK:
+            st = js_read_string(&c, &name)
+        if st != JS_OK:
+            return 0   # not a well-formed named event: the cold path reports it
+        if js_span_eq(&c, &name, b"orderbook", 9):
+            kind = EV_ORDERBOOK
+        elif js_span_eq(&c, &name, b"kline", 5):
+            kind = EV_KLINE
+        elif js_span_eq(&c, &name, b"openorders", 10):
+            kind = EV_OPENORDERS
+        elif js_span_eq(&c, &name, b"positions", 9):
+            kind = EV_POSITIONS
+        else:
+            return 0
+        st = js_next_element(&c, &nel)
+        if st != JS_OK:
+            if st == JS_END:
+                raise DecodeError(f"stream {js_span_to_str(&c, &name)}: event without payload", c.pos)
+            js_raise(&c, st, "stream event")
+        self.cur = None
+        self.cur_frame = -1
+        self.has_seq = False
+        self.msg_ts_ns = 0
+        if kind == EV_ORDERBOOK:
+            self.decode_orderbook(&c)
+        elif kind == EV_KLINE:
+            self.decode_kline(&c)
+        elif kind == EV_OPENORDERS:
+            self.decode_openorders(&c)
+        else:
+            self.decode_positions(&c)
+        # Further arguments are allowed (skipped); then only the closing bracket.
+        while True:
+            st = js_next_element(&c, &nel)
+            if st != JS_OK:
+                break
+            st = js_skip_value(&c)
+            if st != JS_OK:
+                break
+        if st == JS_END:
+            st = js_expect_end(&c)
+        if st != JS_OK:
+            js_raise(&c, st, "stream event")
+        # The whole frame is valid: apply.
+        self.events += 1
+        if kind == EV_ORDERBOOK:
+            self.apply_orderbook(recv_ns)
+        elif kind == EV_KLINE:
+            self.apply_kline(recv_ns)
+        elif kind == EV_OPENORDERS:
+            a, b, self.rows_a, self.rows_b = self.rows_a, self.rows_b, [], []
+            self.venue.on_openorders(b, a, self.cur_symbol_text, self.msg_ts_ns, recv_ns)
+        else:
+            a, self.rows_a = self.rows_a, []
+            self.venue.on_balances(a, self.msg_ts_ns, recv_ns)
+        return 1
+
+    cdef StreamSymbol find_symbol(self, const JsonCursor* c, const JsonSpan* span):
+        cdef StreamSymbol s
+        for s in self.symbols:
+            if span.has_escapes:
+                if js_span_eq(c, span, <const char*>s.symbol_bytes, len(s.symbol_bytes)):
+                    return s
+            elif len(s.symbol_bytes) == span.len and \
+                    memcmp(<const char*>s.symbol_bytes, c.buf + span.start, span.len) == 0:
+                return s
+        return None
+
+    # ---- orderbook -----------------------------------------------------------------------
+    cdef JsonStatus read_levels(self, JsonCursor* c, int32_t side) noexcept:
+        """``[{"ticks":int,"lots":int,"count":int},...]`` appended to the level scratch."""
+        cdef JsonSpan key
+        cdef Py_ssize_t nel = 0, nmem
+        cdef int64_t count
+        cdef int seen
+        cdef Py_ssize_t obj_pos
+        cdef LevelUpdate* lv
+        cdef JsonStatus st = js_enter_array(c)
+        while st == JS_OK:
+            st = js_next_element(c, &nel)
+            if st != JS_OK:
+                break
+            if self.n_levels >= self.levels_cap:   # cannot happen: reserve() bound
+                return js_fail(c, JS_BAD_FIELD, c.pos)
+            lv = &self.levels[self.n_levels]
+            lv.side = side
+            obj_pos = c.pos
+            seen = 0
+            nmem = 0
+            st = js_enter_object(c)
+            while st == JS_OK:
+                st = js_next_member(c, &nmem, &key)
+                if st != JS_OK:
+                    break
+                if key_is(c, &key, b"ticks", 5):
+                    st = js_read_int64(c, False, &lv.price_ticks)
+                    seen |= 1
+                elif key_is(c, &key, b"lots", 4):
+                    st = js_read_int64(c, False, &lv.qty_lots)
+                    seen |= 2
+                elif key_is(c, &key, b"count", 5):
+                    st = js_read_int64(c, False, &count)
+                    if st == JS_OK and count < 0:
+                        st = js_fail(c, JS_BAD_FIELD, key.start)
+                else:
+                    st = js_skip_value(c)
+            if st != JS_END:
+                return st
+            if seen != 3:
+                return js_fail(c, JS_MISSING_FIELD, obj_pos)
+            if lv.qty_lots <= 0:
+                return js_fail(c, JS_BAD_FIELD, obj_pos)
+            self.n_levels += 1
+            st = JS_OK
+        return JS_OK if st == JS_END else st
+
+    cdef JsonStatus read_trades(self, JsonCursor* c) noexcept:
+        """``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell","ts":ms},...]``."""
+        cdef JsonSpan key, span
+        cdef Py_ssize_t nel = 0, nmem
+        cdef int seen
+        cdef Py_ssize_t obj_pos
+        cdef TradeRow* t
+        cdef JsonStatus st = js_enter_array(c)
+        while st == JS_OK:
+            st = js_next_element(c, &nel)
+            if st != JS_OK:
+                break
+            if self.n_trades >= self.trades_cap:
+                return js_fail(c, JS_BAD_FIELD, c.pos)
+            t = &self.trade_rows[self.n_trades]
+            obj_pos = c.pos
+            seen = 0
+            nmem = 0
+            st = js_enter_object(c)
+            while st == JS_OK:
+                st = js_next_member(c, &nmem, &key)
+                if st != JS_OK:
+                    break
+                if key_is(c, &key, b"id", 2):
+                    st = js_read_int64(c, False, &t.trade_id)
+                    seen |= 1
+                elif key_is(c, &key, b"ticks", 5):
+                    st = js_read_int64(c, False, &t.price_ticks)
+                    seen |= 2
+                elif key_is(c, &key, b"lots", 4):
+                    st = js_read_int64(c, False, &t.qty_lots)
+                    seen |= 4
+                elif key_is(c, &key, b"side", 4):
+                    st = js_read_string(c, &span)
+                    if st == JS_OK:
+                        if js_span_eq(c, &span, b"buy", 3):
+                            t.side = 1
+                        elif js_span_eq(c, &span, b"sell", 4):
+                            t.side = -1
+                        else:
+                            st = js_fail(c, JS_BAD_FIELD, span.start)
+                    seen |= 8
+                elif key_is(c, &key, b"ts", 2):
+                    st = read_ms(c, &t.ts_ns)
+                    seen |= 16
+                else:
+                    st = js_skip_value(c)
+            if st != JS_END:
+                return st
+            if seen != 31:
+                return js_fail(c, JS_MISSING_FIELD, obj_pos)
+            if t.qty_lots <= 0 or t.trade_id < 0:
+                return js_fail(c, JS_BAD_FIELD, obj_pos)
+            self.n_trades += 1
+            st = JS_OK
+        return JS_OK if st == JS_END else st
+
+    cdef int decode_orderbook(self, JsonCursor* c) except -1:
+        cdef JsonSpan key, sym
+        cdef Py_ssize_t nmem = 0
+        cdef bint has_symbol = False
+        cdef int dup = 0
+        cdef Py_ssize_t obj_pos = c.pos
+        cdef JsonStatus st
+        # A level or trade needs at least 12 bytes ({"ticks":1,"lots":1} is 21): bound.
+        self.reserve((c.len - c.pos) // 12 + 2)
+        self.n_levels = 0
+        self.n_trades = 0
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"bids", 4):
+                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 1 else self.read_levels(c, SIDE_BID)
+                dup |= 1
+            elif key_is(c, &key, b"asks", 4):
+                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 2 else self.read_levels(c, SIDE_ASK)
+                dup |= 2
+            elif key_is(c, &key, b"trades", 6):
+                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 4 else self.read_trades(c)
+                dup |= 4
+            elif key_is(c, &key, b"symbol", 6):
+                st = js_read_string(c, &sym)
+                has_symbol = True
+            elif key_is(c, &key, b"ts", 2):
+                st = read_ms(c, &self.msg_ts_ns)
+            elif key_is(c, &key, b"seq", 3):
+                st = js_read_int64(c, False, &self.msg_seq)
+                self.has_seq = True
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "stream orderbook")
+        if not has_symbol or (dup & 3) != 3:
+            raise DecodeError("stream orderbook: needs symbol, bids and asks", obj_pos)
+        self.cur = self.find_symbol(c, &sym)
+        if self.cur is None:
+            self.unknown_symbol += 1
+        return 0
+
+    cdef int apply_orderbook(self, int64_t recv_ns) except -1:
+        cdef StreamSymbol s = self.cur
+        cdef Py_ssize_t i, j
+        cdef TradeRow tmp
+        cdef TradeRow* rows = self.trade_rows
+        cdef Py_ssize_t n = self.n_trades
+        cdef int64_t last
+        if s is None:
+            return 0
+        try:
+            s.book.replace_with(self.levels, self.n_levels)
+        except BookError as exc:
+            raise DecodeError(f"stream orderbook {s.symbol}: {exc}") from exc
+        # Trades: ascending id (the venue may list them newest first), then only ids
+        # above the last applied one: consecutive snapshots repeat recent trades.
+        for i in range(1, n):
+            tmp = rows[i]
+            j = i - 1
+            while j >= 0 and rows[j].trade_id > tmp.trade_id:
+                rows[j + 1] = rows[j]
+                j -= 1
+            rows[j + 1] = tmp
+        last = s.last_trade_id
+        if n and rows[n - 1].trade_id > last:
+            s.last_trade_id = rows[n - 1].trade_id
+        if self.has_seq:
+            # Equal seq: the same snapshot again (a resubscribe); lower: the venue restarted.
+            if s.last_seq >= 0 and self.msg_seq > s.last_seq + 1:
+                self.seq_gaps += 1
+                self.venue.on_seq_gap(s.symbol, self.msg_seq, s.last_seq)
+            elif self.msg_seq < s.last_seq:
+                self.seq_resets += 1
+            s.last_seq = self.msg_seq
+            s.book.last_update_id = self.msg_seq
+        s.book.event_ts_ns = self.msg_ts_ns
+        s.books += 1
+        inst = s.instrument
+        for i in range(n):
+            if rows[i].trade_id <= last:
+                self.duplicate_trades += 1
+                continue
+            last = rows[i].trade_id
+            s.trades += 1
+            self.dispatch.trade(self.trade_type(inst, str(rows[i].trade_id), rows[i].price_ticks,
+                                                rows[i].qty_lots, rows[i].side, rows[i].ts_ns, recv_ns),
+                                recv_ns)
+        self.dispatch.book(s.book, recv_ns)
+        return 0
+
+    # ---- kline ---------------------------------------------------------------------------
+    cdef JsonStatus read_candle(self, JsonCursor* c, Candle* out) noexcept:
+        """``{"created":ms,"o":int,"h":int,"l":int,"c":int,"v":int,"m":ms}`` or null."""
+        cdef JsonSpan key
+        cdef Py_ssize_t nmem = 0
+        cdef bint is_null = False
+        cdef int seen = 0
+        cdef Py_ssize_t obj_pos
+        cdef JsonStatus st = js_read_null(c, &is_null)
+        if st != JS_OK or is_null:
+            return st
+        obj_pos = c.pos
+        out.update_ts_ns = 0
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"created", 7):
+                st = read_ms(c, &out.open_ts_ns)
+                seen |= 1
+            elif key_is(c, &key, b"o", 1):
+                st = js_read_int64(c, False, &out.open_ticks)
+                seen |= 2
+            elif key_is(c, &key, b"h", 1):
+                st = js_read_int64(c, False, &out.high_ticks)
+                seen |= 4
+            elif key_is(c, &key, b"l", 1):
+                st = js_read_int64(c, False, &out.low_ticks)
+                seen |= 8
+            elif key_is(c, &key, b"c", 1):
+                st = js_read_int64(c, False, &out.close_ticks)
+                seen |= 16
+            elif key_is(c, &key, b"v", 1):
+                st = js_read_int64(c, False, &out.volume_lots)
+                seen |= 32
+            elif key_is(c, &key, b"m", 1):
+                st = read_ms(c, &out.update_ts_ns)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            return st
+        if seen != 63:
+            return js_fail(c, JS_MISSING_FIELD, obj_pos)
+        if out.volume_lots < 0 or not (out.low_ticks <= out.open_ticks <= out.high_ticks and
+                                       out.low_ticks <= out.close_ticks <= out.high_ticks):
+            return js_fail(c, JS_BAD_FIELD, obj_pos)
+        out.present = 1
+        return JS_OK
+
+    cdef int decode_kline(self, JsonCursor* c) except -1:
+        cdef JsonSpan key, sym, interval
+        cdef Py_ssize_t nmem = 0, obj_pos = c.pos
+        cdef int seen = 0
+        cdef JsonStatus st
+        cdef Candle* add = &self.candles[0]
+        cdef Candle* mod = &self.candles[1]
+        add.present = 0
+        mod.present = 0
+        add.is_add = 1
+        mod.is_add = 0
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"add", 3):
+                st = js_fail(c, JS_DUPLICATE, key.start) if seen & 4 else self.read_candle(c, add)
+                seen |= 4
+            elif key_is(c, &key, b"modify", 6):
+                st = js_fail(c, JS_DUPLICATE, key.start) if seen & 8 else self.read_candle(c, mod)
+                seen |= 8
+            elif key_is(c, &key, b"symbol", 6):
+                st = js_read_string(c, &sym)
+                seen |= 1
+            elif key_is(c, &key, b"interval", 8):
+                st = js_read_string(c, &interval)
+                seen |= 2
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "stream kline")
+        if (seen & 3) != 3:
+            raise DecodeError("stream kline: needs symbol and interval", obj_pos)
+        self.cur = self.find_symbol(c, &sym)
+        if self.cur is None:
+            self.unknown_symbol += 1
+            return 0
+        for iv, idx in self.cur.intervals:
+            if js_span_eq(c, &interval, <const char*>(<bytes>iv), len(<bytes>iv)):
+                self.cur_frame = idx
+                break
+        if self.cur_frame < 0:
+            self.unknown_symbol += 1
+            return 0
+        # Time alignment is checked here too, so apply_kline cannot fail halfway.
+        cdef Frame* f = &self.cur.aggregator.frames[self.cur_frame]
+        for i in range(2):
+            if self.candles[i].present and (self.candles[i].open_ts_ns - f.offset_ns) % f.length_ns != 0:
+                raise DecodeError(f"stream kline {self.cur.symbol} {js_span_to_str(c, &interval)}: created "
+                                  f"{self.candles[i].open_ts_ns // NS_PER_MS} ms is not an interval start",
+                                  obj_pos)
+        return 0
+
+    cdef int apply_kline(self, int64_t recv_ns) except -1:
+        """Apply the message's candles oldest first. Each is keyed by its open time
+        against the aggregator's current venue candle K: later than K (or no K) opens a
+        new candle, equal to K replaces it, earlier is stale (counted, skipped), whatever
+        the message called it (``add`` after a resubscribe repeats the current candle)."""
+        cdef StreamSymbol s = self.cur
+        cdef KlineAggregator agg
+        cdef Frame* f
+        cdef Candle* first = &self.candles[0]
+        cdef Candle* second = &self.candles[1]
+        cdef Candle* cd
+        cdef int k
+        if s is None or self.cur_frame < 0:
+            return 0
+        agg = s.aggregator
+        if second.present and (not first.present or second.open_ts_ns < first.open_ts_ns):
+            first, second = second, first
+        for k in range(2):
+            cd = first if k == 0 else second
+            if not cd.present:
+                continue
+            f = &agg.frames[self.cur_frame]
+            if f.venue_has and cd.open_ts_ns < f.venue_cur.open_ts_ns:
+                self.stale_candles += 1
+                continue
+            try:
+                agg.push_venue(self.cur_frame, not (f.venue_has and cd.open_ts_ns == f.venue_cur.open_ts_ns),
+                               cd.open_ts_ns, cd.open_ticks, cd.high_ticks, cd.low_ticks, cd.close_ticks,
+                               cd.volume_lots, cd.update_ts_ns)
+            except KlineError as exc:   # every condition was checked before: a bug if seen
+                raise DecodeError(f"stream kline {s.symbol}: {exc}") from exc
+            s.klines += 1
+        return 0
+
+    # ---- openorders / positions (account events: Python objects for the Account API) --
+    cdef dict read_item(self, JsonCursor* c, str what):
+        """A flat object -> dict: strings, integers, booleans, null. ``ts`` (ms) becomes
+        ns. Nested values are refused (DecodeError)."""
+        cdef JsonSpan key, span
+        cdef Py_ssize_t nmem = 0
+        cdef int64_t v = 0
+        cdef bint b = False
+        cdef int kind
+        cdef dict out = {}
+        cdef JsonStatus st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            kind = js_peek(c)
+            name = js_span_to_str(c, &key)
+            if kind == JK_STRING:
+                st = js_read_string(c, &span)
+                if st == JS_OK:
+                    out[name] = js_span_to_str(c, &span)
+            elif kind == JK_NUMBER:
+                if key_is(c, &key, b"ts", 2):
+                    st = read_ms(c, &v)
+                else:
+                    st = js_read_int64(c, False, &v)
+                if st == JS_OK:
+                    out[name] = v
+            elif kind == JK_TRUE or kind == JK_FALSE:
+                st = js_read_bool(c, &b)
+                out[name] = bool(b)
+            elif kind == JK_NULL:
+                st = js_read_null(c, &b)
+                out[name] = None
+            else:
+                st = js_fail(c, JS_WRONG_TYPE, c.pos)
+        if st != JS_END:
+            js_raise(c, st, f"stream {what} item")
+        return out
+
+    cdef int decode_openorders(self, JsonCursor* c) except -1:
+        cdef JsonSpan key, span
+        cdef Py_ssize_t nmem = 0, nel
+        cdef bint b
+        cdef JsonStatus st
+        cdef list rows
+        self.rows_a = []
+        self.rows_b = []
+        self.cur_symbol_text = None
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"modify", 6) or key_is(c, &key, b"cancel", 6):
+                rows = self.rows_a if key_is(c, &key, b"modify", 6) else self.rows_b
+                if js_peek(c) == JK_NULL:
+                    st = js_read_null(c, &b)
+                    continue
+                nel = 0
+                st = js_enter_array(c)
+                while st == JS_OK:
+                    st = js_next_element(c, &nel)
+                    if st != JS_OK:
+                        break
+                    rows.append(self.read_item(c, "openorders"))
+                if st == JS_END:
+                    st = JS_OK
+            elif key_is(c, &key, b"symbol", 6):
+                st = js_read_string(c, &span)
+                if st == JS_OK:
+                    self.cur_symbol_text = js_span_to_str(c, &span)
+            elif key_is(c, &key, b"ts", 2):
+                st = read_ms(c, &self.msg_ts_ns)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "stream openorders")
+        return 0
+
+    cdef int decode_positions(self, JsonCursor* c) except -1:
+        cdef JsonSpan key
+        cdef Py_ssize_t nmem = 0, nel = 0
+        cdef bint seen = False
+        cdef Py_ssize_t obj_pos = c.pos
+        cdef JsonStatus st
+        self.rows_a = []
+        st = js_enter_object(c)
+        while st == JS_OK:
+            st = js_next_member(c, &nmem, &key)
+            if st != JS_OK:
+                break
+            if key_is(c, &key, b"balances", 8):
+                seen = True
+                st = js_enter_array(c)
+                while st == JS_OK:
+                    st = js_next_element(c, &nel)
+                    if st != JS_OK:
+                        break
+                    self.rows_a.append(self.read_item(c, "positions"))
+                if st == JS_END:
+                    st = JS_OK
+            elif key_is(c, &key, b"ts", 2):
+                st = read_ms(c, &self.msg_ts_ns)
+            else:
+                st = js_skip_value(c)
+        if st != JS_END:
+            js_raise(c, st, "stream positions")
+        if not seen:
+            raise DecodeError("stream positions: needs balances", obj_pos)
+        return 0
