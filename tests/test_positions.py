@@ -288,8 +288,18 @@ def test_unrealized_pnl_with_the_real_order_book() -> None:
     book.set(BID, 10000, 5)
     book.set(ASK, 10010, 5)
     pos = Position(inst())
+    assert pos.unrealized_pnl(OrderBook(inst())) is None          # empty book
     pos.apply_fill(ASK, 10020, 2)                        # short 2 at 10020
     assert pos.unrealized_pnl(book, "mid") == Fraction(10005 * -2 + 10020 * 2)
+    assert pos.unrealized_pnl(book, "bid") == 10000 * -2 + 10020 * 2
+    assert pos.unrealized_pnl(book, "ask") == 10010 * -2 + 10020 * 2
+    # Mid of two large prices times a large quantity passes int64; the result is exact.
+    big = OrderBook(inst())
+    big.set(BID, 2**61, 1)
+    big.set(ASK, 2**61 + 1, 1)
+    wide = Position(inst())
+    wide.apply_fill(BID, 2**61, 2**40)
+    assert wide.unrealized_pnl(big) == Fraction((2**62 + 1) * 2**40, 2) - 2**101
 
 
 def test_quote_units_round_trip_and_errors() -> None:

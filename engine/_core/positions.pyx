@@ -12,6 +12,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from engine._core.types cimport SIDE_BID, SIDE_ASK, Status, ST_OK
 from engine._core.decimals cimport dec_to_steps, dec_raise
 from engine._core.instrument cimport Instrument
+from engine._core.types cimport Level
+from engine._core.book cimport OrderBook
 from engine._core.orders cimport (
     OR_OK, OR_UNCHANGED, OR_ERROR, OR_ILLEGAL, OR_CLOSED, OR_DUPLICATE_FILL, OR_BAD_QTY, OR_BAD_PRICE,
     OR_OVERFLOW, OR_BAD_SIDE, trade_ring_contains, trade_ring_push, tl_add_overflow_i64,
@@ -289,22 +291,35 @@ cdef class Position:
         return i128_to_py(<i128>price_ticks * self.rec.qty_lots - self.rec.entry_notional)
 
     def unrealized_pnl(self, book, str price="mid"):
-        """Exact unrealized PnL (``Fraction`` of quote units) against an OrderBook's
-        ``"mid"``, ``"bid"`` or ``"ask"``; None when that side is empty. The mid may be
-        half a tick, hence the Fraction. Reads the book's Python-level best_bid /
-        best_ask, so it is a cold-path call. O(1) given the book."""
-        if price == "bid" or price == "ask":
-            level = book.best_bid() if price == "bid" else book.best_ask()
-            if level is None:
-                return None
-            return Fraction(self.unrealized_pnl_at(level[0]))
-        if price != "mid":
+        """Exact unrealized PnL (``Fraction`` of quote units) against an order book's
+        ``"mid"``, ``"bid"`` or ``"ask"``; None when a needed side is empty. The mid may
+        be half a tick, hence the Fraction. An ``engine.OrderBook`` is read through its
+        C-level best_level; any other object through ``best_bid()``/``best_ask()``
+        returning (price_ticks, qty_lots) or None. O(1)."""
+        cdef Level level
+        cdef int64_t bid = -1, ask = -1
+        if price != "mid" and price != "bid" and price != "ask":
             raise OrderInputError(f"price must be 'mid', 'bid' or 'ask', got {price!r}")
-        bid = book.best_bid()
-        ask = book.best_ask()
-        if bid is None or ask is None:
+        if isinstance(book, OrderBook):
+            if price != "ask" and (<OrderBook>book).best_level(SIDE_BID, &level):
+                bid = level.price_ticks
+            if price != "bid" and (<OrderBook>book).best_level(SIDE_ASK, &level):
+                ask = level.price_ticks
+        else:
+            if price != "ask":
+                top = book.best_bid()
+                bid = top[0] if top is not None else -1
+            if price != "bid":
+                top = book.best_ask()
+                ask = top[0] if top is not None else -1
+        if price == "bid":
+            return None if bid < 0 else Fraction(self.unrealized_pnl_at(bid))
+        if price == "ask":
+            return None if ask < 0 else Fraction(self.unrealized_pnl_at(ask))
+        if bid < 0 or ask < 0:
             return None
-        return Fraction((bid[0] + ask[0]) * self.rec.qty_lots, 2) - i128_to_py(self.rec.entry_notional)
+        # Python ints: (bid + ask) * qty_lots may pass int64.
+        return Fraction((<object>bid + <object>ask) * <object>self.rec.qty_lots, 2) - i128_to_py(self.rec.entry_notional)
 
     def to_quote_decimal(self, units):
         """Format quote units (e.g. ``realized_pnl``) as an exact decimal string."""
