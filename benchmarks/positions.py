@@ -42,7 +42,8 @@ MODULE = "benchmarks.positions"
 def _reference_module() -> Any:
     path = Path(__file__).resolve().parent.parent / "tests" / "positions_reference.py"
     spec = importlib.util.spec_from_file_location("positions_reference", path)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the reference from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["positions_reference"] = module
     spec.loader.exec_module(module)
