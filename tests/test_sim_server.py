@@ -19,7 +19,10 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 import uvloop
-from picows import WSFrame, WSProtocolError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import (
+    WSFrame, WSHandshakeError, WSListener, WSMsgType, WSProtocolError, WSTransport,
+    WSUpgradeRequest, WSUpgradeResponse, ws_connect,
+)
 
 from feeds.sim.server import SimClient, SimHttpServer, SimServer, encode_burst
 
@@ -178,6 +181,35 @@ def test_wrong_path_is_404(loop_kind: str) -> None:
                 await ws_connect(Collector, f"ws://127.0.0.1:{sim.port}/other")
             assert "404" in str(err.value)
             assert sim.stats["connections"] == 0
+    run_case(loop_kind, case)
+
+
+class HandshakeAuthSim(EchoSim):
+    """A venue that authenticates in the HTTP upgrade (Authorization header)."""
+
+    def accept(self, request: WSUpgradeRequest) -> bool | WSUpgradeResponse:
+        if not super().accept(request):
+            return False
+        if self.reject_auth or request.headers.get("Authorization") != "Bearer good":
+            return WSUpgradeResponse.create_error_response(401, b"unauthorized")
+        return True
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_accept_can_refuse_the_handshake(loop_kind: str) -> None:
+    async def case() -> None:
+        async with HandshakeAuthSim() as sim:
+            with pytest.raises(WSHandshakeError) as err:
+                await ws_connect(Collector, sim.url, extra_headers={"Authorization": "Bearer bad"})
+            assert err.value.response is not None and err.value.response.status == 401
+            t, c = await _connect(sim.url, extra_headers={"Authorization": "Bearer good"})
+            await c.wait_frames(1)
+            sim.reject_auth = True
+            with pytest.raises(WSHandshakeError):
+                await ws_connect(Collector, sim.url, extra_headers={"Authorization": "Bearer good"})
+            assert sim.stats["handshakes_refused"] == 2 and sim.stats["connections"] == 1
+            t.disconnect()
+            await t.wait_disconnected()
     run_case(loop_kind, case)
 
 

@@ -15,7 +15,11 @@ How to add a venue simulator
    ``slow_close_code`` (the close code the venue uses for a slow consumer).
 2. Override the hooks you need; each runs on the event loop and must not block:
 
-   - ``accept(request) -> bool``: routing beyond the path (query parameters, headers).
+   - ``accept(request)``: routing and handshake checks beyond the path (query
+     parameters, headers): return True (upgrade), False (HTTP 404) or a
+     ``picows.WSUpgradeResponse`` to answer instead of upgrading (e.g.
+     ``WSUpgradeResponse.create_error_response(401, b"unauthorized")`` for a venue
+     that authenticates in the handshake; honour ``self.reject_auth`` there).
    - ``on_connect(client)``: greet (Engine.IO ``0{...}`` open packet, ...), set
      ``client.state`` to the venue's per-connection state object.
    - ``on_message(client, payload: bytes, binary: bool)``: one complete client
@@ -109,6 +113,8 @@ from picows import (
     WSMsgType,
     WSTransport,
     WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
     ws_create_server,
 )
 
@@ -460,7 +466,7 @@ class SimServer:
         self.reject_auth = False
         self.stats: dict[str, int] = {
             "connections": 0, "disconnections": 0, "frames_received": 0,
-            "slow_clients": 0, "hook_errors": 0, "faults": 0,
+            "slow_clients": 0, "hook_errors": 0, "faults": 0, "handshakes_refused": 0,
         }
         self._server: asyncio.Server | None = None
         self._port = 0
@@ -587,8 +593,10 @@ class SimServer:
 
     # -- hooks (override in a venue) ---------------------------------------------------
 
-    def accept(self, request: WSUpgradeRequest) -> bool:
-        """Routing: accept this upgrade request? Default: its path equals ``path``."""
+    def accept(self, request: WSUpgradeRequest) -> bool | WSUpgradeResponse:
+        """Routing: True upgrades the connection, False answers HTTP 404, a
+        ``WSUpgradeResponse`` (status other than 101) is sent instead of upgrading.
+        Default: upgrade when the request path equals ``path``."""
         return urlsplit(request.path.decode("latin-1")).path == self.path
 
     def on_connect(self, client: SimClient) -> None:
@@ -619,15 +627,19 @@ class SimServer:
 
     # -- faults (default target: every connected client) -----------------------------
 
-    def _targets(self, client: SimClient | None) -> list[SimClient]:
+    def fault_targets(self, client: SimClient | None = None) -> list[SimClient]:
+        """Clients a fault applies to: ``client`` if given and open, else every open
+        client. Counts one fault in ``stats["faults"]``; for venue fault methods."""
         self.stats["faults"] += 1
         if client is not None:
             return [client] if not client.closed else []
         return [c for c in self._clients.values() if not c.closed]
 
+    _targets = fault_targets  # the name venue simulators used first
+
     def drop(self, client: SimClient | None = None) -> int:
         """Abort the connection(s) with no CLOSE frame. Returns how many were dropped."""
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             c.drop()
         return len(targets)
@@ -635,7 +647,7 @@ class SimServer:
     def close(self, code: int, reason: str = "", client: SimClient | None = None) -> int:
         """Close the connection(s) with ``code``/``reason``. Returns how many."""
         _check_close_code(code)
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             c.close(code, reason)
         return len(targets)
@@ -643,7 +655,7 @@ class SimServer:
     def send_malformed(self, payload: bytes | None = None, client: SimClient | None = None) -> int:
         """Send a frame that is not valid for the venue (default ``malformed_payload``)."""
         data = self.malformed_payload if payload is None else payload
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             c.send(data)
         return len(targets)
@@ -654,7 +666,7 @@ class SimServer:
         if size_bytes < 16:
             raise ValueError(f"oversize frame must be >= 16 bytes, got {size_bytes!r}")
         data = b'{"pad":"' + b"x" * (size_bytes - 10) + b'"}'
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             c.send(data)
         return len(targets)
@@ -662,7 +674,7 @@ class SimServer:
     def stall(self, seconds: float, client: SimClient | None = None) -> int:
         """Stop sending to the connected client(s) for ``seconds`` (frames queue,
         bounded). Clients that connect later are not stalled."""
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             c.stall(seconds)
         return len(targets)
@@ -679,16 +691,20 @@ class SimServer:
 
     # -- internals -------------------------------------------------------------------
 
-    def _listener_factory(self, request: WSUpgradeRequest) -> WSListener | None:
+    def _listener_factory(self, request: WSUpgradeRequest
+                          ) -> WSListener | WSUpgradeResponseWithListener | None:
         if self._stopping:
             return None
         try:
-            ok = self.accept(request)
+            verdict = self.accept(request)
         except Exception:
             self.stats["hook_errors"] += 1
             log.exception("%s simulator: accept failed", self.name)
-            ok = False
-        return _SimListener(self, request) if ok else None
+            verdict = False
+        if isinstance(verdict, WSUpgradeResponse):
+            self.stats["handshakes_refused"] += 1
+            return WSUpgradeResponseWithListener(verdict, None)
+        return _SimListener(self, request) if verdict else None
 
     def _attach(self, transport: WSTransport, request: WSUpgradeRequest) -> SimClient:
         client = SimClient(self, transport, request, self._next_client_id, self.max_queue)
