@@ -44,7 +44,8 @@ from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Sequence
 from engine._core.book import OrderBook
 from engine._core.instrument import Instrument
 from engine.errors import EngineError
-from feeds.session import Feed, FeedCounters, FeedStatus, Secret, StatusEvent, options_from
+from feeds._hotpath import Dispatch, FeedCounters, invoke_callbacks
+from feeds.session import Feed, FeedStatus, Secret, StatusEvent, options_from
 from feeds.venue import Venue
 
 log = logging.getLogger("engine")
@@ -58,7 +59,7 @@ VENUES: dict[str, str] = {
 _time_ns = time.time_ns
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
 
-__all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]
+__all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]  # Dispatch: feeds._hotpath
 
 
 def venue_class(name: str) -> type[Venue]:
@@ -125,64 +126,6 @@ class BarClose(NamedTuple):
     symbol: str
     interval: str
     bar: Any
-
-
-class Dispatch:
-    """What a venue adapter calls after it changed state; one per feed.
-
-    Each method records receive-to-callback latency in the feed's counters and calls the
-    engine's user callbacks for that kind through the one safe wrapper. O(callbacks)."""
-
-    __slots__ = ("_engine", "counters", "_lat", "_cbs", "feed_name")
-
-    def __init__(self, engine: "Engine", feed_name: str, counters: FeedCounters) -> None:
-        self._engine = engine
-        self.feed_name = feed_name
-        self.counters = counters
-        self._lat = counters.latency
-        self._cbs = engine._callbacks  # the lists themselves: later registrations show up
-
-    def book(self, book: OrderBook, recv_ns: int) -> None:
-        """A book changed (delta applied or snapshot replaced it)."""
-        self._lat.add(_time_ns() - recv_ns)
-        cbs = self._cbs["book"]
-        if cbs:
-            self._engine._invoke(cbs, book, self.counters)
-
-    def trade(self, trade: Trade, recv_ns: int) -> None:
-        """A public trade: fed to the symbol's kline aggregator, then ``on_trade``."""
-        self._lat.add(_time_ns() - recv_ns)
-        agg = self._engine.aggregators.get(trade.symbol)
-        if agg is not None:
-            self._engine._push_trade(agg, trade, self.counters)
-        cbs = self._cbs["trade"]
-        if cbs:
-            self._engine._invoke(cbs, trade, self.counters)
-
-    def wants(self, kind: str) -> bool:
-        """True when at least one callback of ``kind`` is registered (lets a decoder skip
-        building event objects nobody reads). Trades always count: bars need them."""
-        return kind == "trade" or bool(self._cbs[kind])
-
-    def order(self, order: Any, recv_ns: int) -> None:
-        """An order changed state."""
-        self._lat.add(_time_ns() - recv_ns)
-        cbs = self._cbs["order"]
-        if cbs:
-            self._engine._invoke(cbs, order, self.counters)
-
-    def position(self, position: Any, recv_ns: int) -> None:
-        """A position changed."""
-        self._lat.add(_time_ns() - recv_ns)
-        cbs = self._cbs["position"]
-        if cbs:
-            self._engine._invoke(cbs, position, self.counters)
-
-    def balance(self, balance: Any, recv_ns: int) -> None:
-        """An account balance changed."""
-        cbs = self._cbs["balance"]
-        if cbs:
-            self._engine._invoke(cbs, balance, self.counters)
 
 
 class Engine:
@@ -333,29 +276,30 @@ class Engine:
         return self._register("status", callback)
 
     def _invoke(self, cbs: list[Callback], obj: Any, counters: FeedCounters | None) -> None:
-        """The one wrapper around user code (policy in the module docstring)."""
-        for cb in cbs:
-            try:
-                result = cb(obj)
-            except Exception:
-                self.callback_errors += 1
-                if counters is not None:
-                    counters.callback_errors += 1
-                log.exception("callback %s raised; feed and state unaffected",
-                              getattr(cb, "__qualname__", repr(cb)))
-                continue
-            if result is not None and asyncio.iscoroutine(result):
-                self._spawn_callback(result, counters)
+        """Run ``cbs`` through the one wrapper (``feeds._hotpath.invoke_callbacks``)."""
+        invoke_callbacks(cbs, obj, self, counters)
 
-    def _spawn_callback(self, coro: Any, counters: FeedCounters | None) -> None:
+    def _callback_failed(self, cb: Callback, exc: BaseException) -> None:
+        """Policy for a callback that raised (called by the wrapper): log with the
+        traceback and count; the feed and the state are unaffected."""
+        self.callback_errors += 1
+        log.error("callback %s raised; feed and state unaffected",
+                  getattr(cb, "__qualname__", repr(cb)), exc_info=exc)
+
+    def _callback_result(self, result: Any, counters: FeedCounters | None) -> None:
+        """A callback returned something: a coroutine runs as a task (bounded by
+        ``max_pending_callbacks``; beyond it the coroutine is closed and counted in
+        ``callbacks_dropped``); any other value is ignored."""
+        if not asyncio.iscoroutine(result):
+            return
         if len(self._tasks) >= self.max_pending_callbacks:
-            coro.close()
+            result.close()
             self.callbacks_dropped += 1
             if self.callbacks_dropped == 1 or self.callbacks_dropped % 1000 == 0:
                 log.warning("%d async callbacks dropped: more than %d pending",
                             self.callbacks_dropped, self.max_pending_callbacks)
             return
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(result)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:

@@ -157,9 +157,8 @@ class CadenzaVenue(Venue):
         if self.account_id is not None:
             self.channels.append(dec.add_channel(Channel(f"tradingAccount:{self.account_id}", CH_ACCOUNT)))
         self.decoder = dec
-        # Instance attribute: the session's listener calls the decoder's entry point
-        # directly, so a message costs one call into Cython and nothing in Python.
-        self.on_frame = dec.feed  # type: ignore[method-assign,assignment]
+        # The session's listener hands picows' buffer to the decoder in C.
+        self.frame_sink = dec
 
     def endpoint(self) -> Endpoint:
         """The URL as given; the token travels in the connect command, not the URL."""
@@ -185,8 +184,10 @@ class CadenzaVenue(Venue):
         self._connect_id = self._send("connect", {"token": self.token.reveal(), "name": self.client_name})
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("cadenza venue used before bind()")
+        """Python entry (tools, replay): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("cadenza venue used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def heartbeat(self, now_ns: int) -> None:
         """No frame (not even a ping) for ping + slack seconds: the connection is dead."""
@@ -312,14 +313,14 @@ class CadenzaVenue(Venue):
                  qty_lots: int, filled_lots: int, cost: str | None, created_ns: int,
                  updated_ns: int, seq: int, recv_ns: int) -> None:
         """A full order object: create the order if new, then apply it absolutely."""
-        from engine._core.account import parse_order_status, parse_order_type, parse_side
+        from engine.account import parse_order_status, parse_order_type, parse_side
         acct = self.account
         if acct is None:
             return
         try:
-            status_code = parse_order_status(status)
-            side_code = parse_side(side)
-            type_code = parse_order_type(order_type or "Limit")
+            status_code = int(parse_order_status(status))
+            side_code = int(parse_side(side))
+            type_code = int(parse_order_type(order_type or "Limit"))
         except Exception as exc:
             self.account_errors += 1
             raise DecodeError(f"cadenza order {order_id}: {exc}") from None

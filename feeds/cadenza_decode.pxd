@@ -12,6 +12,7 @@ from engine._core.types cimport LevelUpdate
 from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+from feeds._hotpath cimport FrameSink, Dispatch
 
 cdef enum ChannelKind:
     CH_BOOK = 0        # market:orderBook:{instrumentId}
@@ -41,9 +42,9 @@ cdef class Channel:
     cdef readonly int64_t publications # publications applied
 
 
-cdef class CadenzaDecoder:
+cdef class CadenzaDecoder(FrameSink):
     cdef list channels                 # of Channel; a handful per connection: linear match
-    cdef object dispatch               # engine.engine.Dispatch
+    cdef Dispatch dispatch             # the feed's callback dispatch (C-level calls)
     cdef object venue                  # feeds.cadenza.CadenzaVenue (rare-path handlers)
     cdef object trade_type             # engine.engine.Trade
     cdef dict instruments              # instrument id (str) -> Instrument, account path

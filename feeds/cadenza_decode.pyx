@@ -6,7 +6,6 @@ a raw newline, so splitting on it is exact). Each message is decoded and applied
 own, whole or not at all: a bad message raises DecodeError after the messages before it
 were applied, and nothing of the bad one is.
 """
-from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memchr, memcmp
@@ -19,7 +18,7 @@ from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus, JsonKind,
     JS_OK, JS_END, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
     JK_NULL, JK_STRING,
-    js_init, js_init_buffer, js_enter_object, js_enter_array, js_next_member,
+    js_init, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_read_level, js_span_eq, js_span_to_str, js_raise,
     js_peek, js_find_key,
@@ -66,8 +65,9 @@ cdef class Channel:
 cdef class CadenzaDecoder:
     """Decodes Cadenza frames for one venue connection (state survives reconnects).
 
-    ``feed(payload, recv_ns)`` is the hot path: O(frame length) scanning, the book
-    change O(levels touched). Rare messages (connect reply, errors, disconnect pushes)
+    ``on_frame_c`` (C, called by the session's listener with picows' buffer) is the hot
+    path, ``feed(payload, recv_ns)`` its Python entry: O(frame length) scanning, the
+    book change O(levels touched). Rare messages (connect reply, errors, disconnect pushes)
     go to methods of ``venue``; account publications are decoded field by field and
     passed to ``venue.on_order/on_fill/on_position/on_balance``."""
 
@@ -75,7 +75,7 @@ cdef class CadenzaDecoder:
         self.scratch = NULL
         self.capacity = 0
 
-    def __init__(self, venue, dispatch, trade_type, dict instruments not None):
+    def __init__(self, venue, Dispatch dispatch not None, trade_type, dict instruments not None):
         self.venue = venue
         self.dispatch = dispatch
         self.trade_type = trade_type
@@ -108,29 +108,22 @@ cdef class CadenzaDecoder:
         self.capacity = n
         return 0
 
-    def feed(self, frame, int64_t recv_ns):
-        """Decode one WebSocket message (bytes-like; borrowed for this call only).
+    cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode one WebSocket message buf[0:n] (BORROWED: valid for this call only).
         Raises DecodeError for a malformed message (those before it stay applied)."""
-        cdef JsonCursor whole
-        cdef Py_buffer view
-        cdef const char* p
-        cdef const char* end
+        cdef const char* p = buf
+        cdef const char* end = buf + n
         cdef const char* nl
-        js_init_buffer(&whole, frame, &view)
-        try:
-            # A level needs at least 9 bytes (["1","1"],): len // 6 + 2 bounds them.
-            self.reserve(view.len // 6 + 2)
-            p = <const char*>view.buf
-            end = p + view.len
-            while p < end:
-                nl = <const char*>memchr(p, b'\n', end - p)
-                if nl == NULL:
-                    nl = end
-                if nl - p > 0:
-                    self.decode_message(p, nl - p, recv_ns)
-                p = nl + 1
-        finally:
-            PyBuffer_Release(&view)
+        # A level needs at least 9 bytes (["1","1"],): n // 6 + 2 bounds them.
+        self.reserve(n // 6 + 2)
+        while p < end:
+            nl = <const char*>memchr(p, b'\n', end - p)
+            if nl == NULL:
+                nl = end
+            if nl - p > 0:
+                self.decode_message(p, nl - p, recv_ns)
+            p = nl + 1
+        return 0
 
     cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         cdef JsonCursor c

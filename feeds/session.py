@@ -39,7 +39,6 @@ import logging
 import random
 import ssl
 import time
-from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -56,6 +55,8 @@ from picows import (
 )
 
 from engine.errors import DecodeError, FeedError
+from feeds._hotpath import FeedCounters, FrameListener, LatencyRing
+from feeds._hotpath import time_ns as _time_ns
 from feeds.venue import CloseInfo, Reconnect, Terminal, Venue
 
 log = logging.getLogger("feeds.session")
@@ -169,94 +170,6 @@ class StatusEvent:
     ts_ns: int
 
 
-class LatencyRing:
-    """Fixed-size ring of latency samples in ns; memory never grows.
-
-    ``add`` is O(1); ``percentiles`` sorts a copy of the live samples (O(n log n),
-    cold path only). The ring keeps the most recent ``capacity`` samples."""
-
-    __slots__ = ("_buf", "_capacity", "_next", "count")
-
-    def __init__(self, capacity: int = 4096) -> None:
-        if capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity}")
-        self._buf = array("q", bytes(8 * capacity))
-        self._capacity = capacity
-        self._next = 0
-        self.count = 0  # samples ever added
-
-    def add(self, ns: int) -> None:
-        """Record one sample (negative values, from a clock step, count as 0)."""
-        i = self._next
-        self._buf[i] = ns if ns > 0 else 0
-        i += 1
-        self._next = 0 if i == self._capacity else i
-        self.count += 1
-
-    def samples(self) -> list[int]:
-        """The live samples, oldest first (a copy)."""
-        n = min(self.count, self._capacity)
-        if self.count <= self._capacity:
-            return self._buf[:n].tolist()
-        return (self._buf[self._next:] + self._buf[: self._next]).tolist()
-
-    def percentiles(self, qs: tuple[float, ...] = (50.0, 90.0, 99.0)) -> dict[str, int]:
-        """Nearest-rank percentiles of the live samples, keys like ``"p50"``; plus
-        ``"max"``. Empty dict when no sample was recorded."""
-        data = sorted(self.samples())
-        if not data:
-            return {}
-        out: dict[str, int] = {}
-        for q in qs:
-            rank = max(0, min(len(data) - 1, int(round(q / 100.0 * len(data) + 0.5)) - 1))
-            out[f"p{q:g}"] = data[rank]
-        out["max"] = data[-1]
-        return out
-
-    def clear(self) -> None:
-        """Forget every sample."""
-        self._next = 0
-        self.count = 0
-
-
-class FeedCounters:
-    """Per-feed counters (plain ints, updated on the hot path without locks: one loop
-    thread owns them)."""
-
-    __slots__ = (
-        "frames", "bytes", "decode_errors", "gaps", "resyncs", "reconnects",
-        "callback_errors", "latency",
-    )
-
-    def __init__(self, latency_capacity: int = 4096) -> None:
-        self.frames = 0
-        self.bytes = 0
-        self.decode_errors = 0
-        self.gaps = 0
-        self.resyncs = 0
-        self.reconnects = 0
-        self.callback_errors = 0
-        self.latency = LatencyRing(latency_capacity)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Snapshot of every counter plus latency percentiles (``latency_ns``)."""
-        return {
-            "frames": self.frames,
-            "bytes": self.bytes,
-            "decode_errors": self.decode_errors,
-            "gaps": self.gaps,
-            "resyncs": self.resyncs,
-            "reconnects": self.reconnects,
-            "callback_errors": self.callback_errors,
-            "latency_ns": self.latency.percentiles(),
-        }
-
-    def __repr__(self) -> str:
-        return (f"FeedCounters(frames={self.frames}, bytes={self.bytes}, "
-                f"decode_errors={self.decode_errors}, gaps={self.gaps}, "
-                f"resyncs={self.resyncs}, reconnects={self.reconnects})")
-
-
 class Recorder(Protocol):
     """What a frame recorder offers the feed (``feeds.recording`` implements it)."""
 
@@ -300,71 +213,73 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
-_time_ns = time.time_ns
 
 
-class _Listener(WSListener):
-    """picows listener for one connection attempt. Hot path: ``on_ws_frame``."""
+class _Listener(FrameListener):
+    """picows listener for one connection attempt. The hot path (complete text/binary
+    messages) is ``FrameListener.on_ws_frame`` in C; the rare paths live here."""
 
     def __init__(self, feed: "Feed") -> None:
-        super().__init__()
+        venue = feed.venue
+        super().__init__(feed.counters, venue.on_frame, venue.frame_sink, feed._max_message_size,
+                         feed.options.recorder)
         self.feed = feed
-        self.counters = feed.counters
-        self.on_frame = feed.venue.on_frame
-        self.recorder = feed.options.recorder
-        self.max_size = feed._max_message_size
         self.fragments: bytearray | None = None
         self.peer_close: tuple[int, str] | None = None
         self.transport: WSTransport | None = None
-        self.dead = False  # set by Feed._abort: later frames of this connection are ignored
-        self.last_frame_ns = _time_ns()
         self.disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self.last_frame_ns = _time_ns()
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        recv_ns = _time_ns()
-        self.last_frame_ns = recv_ns
-        if self.dead:
-            return  # this connection is being closed: nothing more is applied from it
+    def on_other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """CLOSE, fragments, PING/PONG (picows answers pings itself)."""
         msg_type = frame.msg_type
-        if (msg_type is _TEXT or msg_type is _BINARY) and frame.fin:
-            # Borrowed view of picows' read buffer: valid until this method returns.
-            payload = frame.get_payload_as_memoryview()
-        elif msg_type is _CLOSE:
+        if msg_type is _CLOSE:
             self._on_close_frame(frame)
-            return
         elif msg_type is _TEXT or msg_type is _BINARY or msg_type is _CONT:
             assembled = self._on_fragment(frame)
-            if assembled is None:
-                return
-            payload = memoryview(assembled)
-        else:
-            return  # PING (auto-answered by picows) / PONG
-        size = len(payload)
-        if size > self.max_size:
-            # picows enforces max_frame_size too, but under uvloop it can still deliver
-            # the frame after starting its close; refuse it here as well.
-            self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, transport, self)
-            return
-        counters = self.counters
-        counters.frames += 1
-        counters.bytes += size
+            if assembled is not None:
+                self._deliver(transport, assembled)
+
+    def _deliver(self, transport: WSTransport, data: bytearray) -> None:
+        # An assembled fragmented message: same accounting as the C path.
+        recv_ns = _time_ns()
+        self.counters.frames += 1
+        self.counters.bytes += len(data)
         if self.recorder is not None:
-            self.recorder.write(recv_ns, payload)
+            self.recorder.write(recv_ns, memoryview(data))
         try:
-            self.on_frame(payload, recv_ns)
+            venue = self.feed.venue
+            if venue.frame_sink is not None:
+                venue.frame_sink.feed(data, recv_ns)
+            else:
+                venue.on_frame(memoryview(data), recv_ns)
         except DecodeError as exc:
-            counters.decode_errors += 1
-            log.warning("%s: dropped a bad frame: %s", self.feed.name, mask_secrets(str(exc)))
+            self.counters.decode_errors += 1
+            self.on_decode_error(exc)
         except FeedError as exc:
-            self.feed._abort(exc, transport=transport, listener=self)
-        except Exception as exc:  # a decoder bug must not kill the loop; count and go on
-            counters.decode_errors += 1
-            log.error("%s: decoder raised %s", self.feed.name, mask_secrets(repr(exc)),
-                      exc_info=True)
+            self.on_feed_error(transport, exc)
+        except Exception as exc:
+            self.counters.decode_errors += 1
+            self.on_decoder_bug(exc)
+
+    def on_oversize(self, transport: WSTransport) -> None:
+        """A message above the venue's maximum size: close and reconnect."""
+        self.feed._abort(FeedError("oversize frame"), WSCloseCode.MESSAGE_TOO_BIG, transport, self)
+
+    def on_decode_error(self, exc: Exception) -> None:
+        """A bad frame (already counted): logged; the connection stays."""
+        log.warning("%s: dropped a bad frame: %s", self.feed.name, mask_secrets(str(exc)))
+
+    def on_feed_error(self, transport: WSTransport, exc: FeedError) -> None:
+        """The venue wants the connection closed (terminal or not)."""
+        self.feed._abort(exc, transport=transport, listener=self)
+
+    def on_decoder_bug(self, exc: Exception) -> None:
+        """An unexpected exception from a decoder (already counted): logged with traceback."""
+        log.error("%s: decoder raised %s", self.feed.name, mask_secrets(repr(exc)), exc_info=exc)
 
     def _on_fragment(self, frame: WSFrame) -> bytearray | None:
         # Fragmented messages are rare on market feeds; assemble them into an owned

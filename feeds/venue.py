@@ -117,9 +117,14 @@ class Venue(abc.ABC):
         heartbeat_interval_s: how often ``heartbeat`` runs while connected; None: never.
         ws_ping_interval_s: if set, the session sends WebSocket PING frames at this
             interval (protocols that rely on transport-level pings, e.g. Binance).
+        frame_sink: a compiled decoder taking frames at C level (see above).
     """
 
     name: str = "venue"
+    #: Optional C-level decoder (a ``feeds._hotpath.FrameSink``): when set, the session
+    #: hands it picows' payload pointer directly (no memoryview, no Python frame) and
+    #: ``on_frame`` is only used by tools. Set it in ``bind``.
+    frame_sink: Any = None
     max_message_size: int = 1 << 20
     stale_after_s: float | None = 30.0
     heartbeat_interval_s: float | None = None

@@ -351,24 +351,24 @@ class _Venue:
         pass
 
 
-class _Dispatch:
-    def __init__(self) -> None:
+class _Seen:
+    def __init__(self, eng: Engine) -> None:
         self.books = 0
         self.trades: list[Trade] = []
+        eng.on_book(self.on_book)
+        eng.on_trade(self.trades.append)
 
-    def book(self, book: Any, recv_ns: int) -> None:
+    def on_book(self, book: Any) -> None:
         self.books += 1
 
-    def trade(self, trade: Trade, recv_ns: int) -> None:
-        self.trades.append(trade)
 
-
-def _decoder() -> tuple[CadenzaDecoder, Any, _Dispatch, _Venue]:
-    from engine import OrderBook
+def _decoder() -> tuple[CadenzaDecoder, Any, _Seen, _Venue]:
+    from feeds._hotpath import Dispatch, FeedCounters
     inst = Instrument("BTC-USDT", "0.01", "0.00001")
-    book = OrderBook(inst)
-    venue, dispatch = _Venue(), _Dispatch()
-    dec = CadenzaDecoder(venue, dispatch, Trade, {"BTC-USDT": inst})
+    eng = Engine(bar_intervals=())
+    book = eng.add_instrument(inst)
+    venue, dispatch = _Venue(), _Seen(eng)
+    dec = CadenzaDecoder(venue, Dispatch(eng, "t", FeedCounters()), Trade, {"BTC-USDT": inst})
     for name, kind in (("market:orderBook:BTC-USDT", KIND_BOOK), ("market:trade:BTC-USDT", KIND_TRADE)):
         ch = dec.add_channel(Channel(name, kind, inst, book if kind == KIND_BOOK else None))
         ch.live = True
