@@ -1,0 +1,265 @@
+"""Realtime venue hot-message decoder (market:price, trade:created) on jscan.
+
+Wire format in ``feeds.realtime``. One frame is one JSON object. The frame is scanned
+once: the fields of the hot messages are kept as spans into the frame and converted
+after the scan (the symbol, which gives the decimals, may come after the numbers);
+nothing is written before every field converted, so a bad message changes nothing.
+"""
+from cpython.buffer cimport PyBuffer_Release
+from libc.stdint cimport int64_t
+from libc.string cimport memcmp
+
+from engine._core.instrument cimport Instrument
+from engine._core.jscan cimport (
+    JsonCursor, JsonSpan, JsonStatus,
+    JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
+    js_init, js_init_buffer, js_fail, js_enter_object, js_next_member, js_skip_value,
+    js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_eq,
+    js_span_to_str, js_raise,
+)
+
+from engine.errors import DecodeError
+
+#: changePercent is kept exactly in units of 10**-PCT_DECIMALS percent.
+PCT_DECIMALS = 6
+
+cdef enum:
+    K_NONE = 0
+    K_PRICE = 1
+    K_TRADE = 2
+    K_OTHER = 3
+
+# Field bits (which fields a message carried).
+cdef enum:
+    F_SYMBOL = 1
+    F_PRICE = 2
+    F_CHANGE = 4
+    F_PCT = 8
+    F_QTY = 16
+    F_SIDE = 32
+    F_ID = 64
+    F_TS = 128
+
+cdef Instrument _PCT = Instrument("changePercent", "0.000001", "1")
+
+
+cdef class Quote:
+    """Exact last price of ``symbol``: ``last_price_ticks``, ``change_ticks`` (signed),
+    ``change_pct_units`` (changePercent in 10**-6 %), ``ts_ns`` (venue time, 0 if not
+    sent), ``recv_ns`` and ``updates``. Updated in place by the decoder; callbacks get
+    this object itself (copy what you keep). ``last_price``/``change``/
+    ``change_percent`` format the integers back to exact decimal strings."""
+
+    def __init__(self, Instrument instrument not None):
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.symbol_bytes = instrument.symbol.encode()
+
+    @property
+    def last_price(self):
+        """The last price as an exact decimal string (None before the first update)."""
+        return self.instrument.ticks_to_price(self.last_price_ticks) if self.updates else None
+
+    @property
+    def change(self):
+        """The change as an exact decimal string (None before the first update)."""
+        return self.instrument.ticks_to_price(self.change_ticks) if self.updates else None
+
+    @property
+    def change_percent(self):
+        """changePercent as an exact decimal string (None before the first update)."""
+        return _PCT.ticks_to_price(self.change_pct_units, True) if self.updates else None
+
+    def __repr__(self):
+        return (f"Quote({self.symbol} last={self.last_price} change={self.change} "
+                f"({self.change_percent}%) updates={self.updates})")
+
+
+cdef class RealtimeDecoder:
+    """Decodes realtime frames: market:price into the symbol's Quote (then
+    ``venue.quote_updated(quote, recv_ns)`` when ``emit_quotes``), trade:created into an
+    ``engine.Trade`` through ``dispatch.trade`` (kline aggregator, then on_trade);
+    every other type goes to ``venue.on_message(type, raw_bytes, recv_ns)``.
+
+    ``feed(frame, recv_ns)`` is the hot path, O(frame length). A message longer than
+    ``max_message_bytes`` is refused with DecodeError (the protocol's limit; the
+    connection stays up). Bad messages raise DecodeError and change nothing."""
+
+    def __init__(self, venue, dispatch, trade_type, quotes, Py_ssize_t max_message_bytes):
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
+        self.venue = venue
+        self.dispatch = dispatch
+        self.trade_type = trade_type
+        self.quotes = list(quotes)
+        for q in self.quotes:
+            if not isinstance(q, Quote):
+                raise TypeError(f"quotes must hold Quote objects, got {type(q).__name__}")
+        self.max_message_bytes = max_message_bytes
+        self.emit_quotes = False
+
+    @property
+    def quote_list(self):
+        """The Quotes of the subscribed symbols (a new list)."""
+        return list(self.quotes)
+
+    def feed(self, frame, int64_t recv_ns):
+        """Decode one WebSocket message (bytes-like; borrowed for this call only)."""
+        cdef JsonCursor whole
+        cdef Py_buffer view
+        js_init_buffer(&whole, frame, &view)
+        try:
+            if view.len > self.max_message_bytes:
+                self.oversize += 1
+                raise DecodeError(f"realtime: message of {view.len} bytes exceeds the maximum "
+                                  f"message size of {self.max_message_bytes} bytes; refused", 0)
+            self.decode(<const char*>view.buf, view.len, recv_ns)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef Quote find(self, const JsonCursor* c, const JsonSpan* span):
+        cdef Quote q
+        for q in self.quotes:
+            if span.has_escapes:
+                if js_span_eq(c, span, <const char*>q.symbol_bytes, len(q.symbol_bytes)):
+                    return q
+            elif len(q.symbol_bytes) == span.len and \
+                    memcmp(<const char*>q.symbol_bytes, c.buf + span.start, span.len) == 0:
+                return q
+        return None
+
+    cdef int decode(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        cdef JsonCursor c
+        cdef JsonSpan key, type_span, s_symbol, s_price, s_change, s_pct, s_qty, s_side, s_id
+        cdef Py_ssize_t count = 0
+        cdef int kind = K_NONE, seen = 0, bit
+        cdef int64_t ts_ns = 0, price_ticks = 0, change_ticks = 0, pct_units = 0, qty_lots = 0
+        cdef int side = 0
+        cdef JsonStatus st
+        cdef Quote q
+        cdef Instrument inst
+        js_init(&c, buf, n)
+        st = js_enter_object(&c)
+        while st == JS_OK:
+            st = js_next_member(&c, &count, &key)
+            if st != JS_OK:
+                break
+            bit = 0
+            if js_span_eq(&c, &key, b"type", 4):
+                if kind != K_NONE:
+                    st = js_fail(&c, JS_DUPLICATE, key.start)
+                    break
+                st = js_read_string(&c, &type_span)
+                if st == JS_OK:
+                    if js_span_eq(&c, &type_span, b"market:price", 12):
+                        kind = K_PRICE
+                    elif js_span_eq(&c, &type_span, b"trade:created", 13):
+                        kind = K_TRADE
+                    else:
+                        kind = K_OTHER
+                continue
+            elif js_span_eq(&c, &key, b"ts", 2):
+                bit = F_TS
+            elif js_span_eq(&c, &key, b"symbol", 6):
+                bit = F_SYMBOL
+            elif js_span_eq(&c, &key, b"price", 5):
+                bit = F_PRICE
+            elif js_span_eq(&c, &key, b"change", 6):
+                bit = F_CHANGE
+            elif js_span_eq(&c, &key, b"changePercent", 13):
+                bit = F_PCT
+            elif js_span_eq(&c, &key, b"qty", 3):
+                bit = F_QTY
+            elif js_span_eq(&c, &key, b"side", 4):
+                bit = F_SIDE
+            elif js_span_eq(&c, &key, b"id", 2):
+                bit = F_ID
+            if bit == 0 or kind == K_OTHER:
+                st = js_skip_value(&c)  # cold messages are validated here, decoded by the venue
+                continue
+            if seen & bit:
+                st = js_fail(&c, JS_DUPLICATE, key.start)
+                break
+            seen |= bit
+            if bit == F_TS:
+                st = js_read_int64(&c, False, &ts_ns)
+            elif bit == F_SYMBOL:
+                st = js_read_string(&c, &s_symbol)
+            elif bit == F_PRICE:
+                st = js_read_string(&c, &s_price)
+            elif bit == F_CHANGE:
+                st = js_read_string(&c, &s_change)
+            elif bit == F_PCT:
+                st = js_read_string(&c, &s_pct)
+            elif bit == F_QTY:
+                st = js_read_string(&c, &s_qty)
+            elif bit == F_SIDE:
+                st = js_read_string(&c, &s_side)
+            else:
+                st = js_read_string(&c, &s_id)
+        if st == JS_END:
+            st = js_expect_end(&c)
+        if st != JS_OK:
+            js_raise(&c, st, "realtime message")
+        if kind == K_OTHER:
+            self.cold += 1
+            self.venue.on_message(js_span_to_str(&c, &type_span), buf[:n], recv_ns)
+            return 0
+        if kind == K_NONE:
+            raise DecodeError("realtime: message without type", 0)
+        if kind == K_PRICE:
+            if seen & (F_SYMBOL | F_PRICE | F_CHANGE | F_PCT) != (F_SYMBOL | F_PRICE | F_CHANGE | F_PCT):
+                raise DecodeError("realtime market:price needs symbol, price, change and changePercent", 0)
+        elif seen & (F_SYMBOL | F_PRICE | F_QTY | F_SIDE | F_ID) != (F_SYMBOL | F_PRICE | F_QTY | F_SIDE | F_ID):
+            raise DecodeError("realtime trade:created needs symbol, id, price, qty and side", 0)
+        q = self.find(&c, &s_symbol)
+        if q is None:
+            self.unknown_symbols += 1
+            return 0
+        inst = q.instrument
+        st = js_read_steps(_at(&c, &s_price), inst.price_decimals, inst.tick_units, &price_ticks)
+        if st != JS_OK:
+            js_raise(&c, st, f"realtime {q.symbol} price")
+        if price_ticks <= 0:
+            raise DecodeError(f"realtime {q.symbol}: price must be positive, got "
+                              f"{js_span_to_str(&c, &s_price)!r}", s_price.start)
+        if kind == K_PRICE:
+            st = js_read_steps(_at(&c, &s_change), inst.price_decimals, inst.tick_units, &change_ticks)
+            if st != JS_OK:
+                js_raise(&c, st, f"realtime {q.symbol} change")
+            st = js_read_steps(_at(&c, &s_pct), PCT_DECIMALS, 1, &pct_units)
+            if st != JS_OK:
+                js_raise(&c, st, f"realtime {q.symbol} changePercent")
+            q.last_price_ticks = price_ticks
+            q.change_ticks = change_ticks
+            q.change_pct_units = pct_units
+            q.ts_ns = ts_ns
+            q.recv_ns = recv_ns
+            q.updates += 1
+            self.prices += 1
+            if self.emit_quotes:
+                self.venue.quote_updated(q, recv_ns)
+            return 0
+        st = js_read_steps(_at(&c, &s_qty), inst.qty_decimals, inst.lot_units, &qty_lots)
+        if st != JS_OK:
+            js_raise(&c, st, f"realtime {q.symbol} qty")
+        if qty_lots <= 0:
+            raise DecodeError(f"realtime {q.symbol}: trade qty must be positive", s_qty.start)
+        if js_span_eq(&c, &s_side, b"buy", 3):
+            side = 1
+        elif js_span_eq(&c, &s_side, b"sell", 4):
+            side = -1
+        else:
+            raise DecodeError(f"realtime {q.symbol}: trade side must be buy or sell, got "
+                              f"{js_span_to_str(&c, &s_side)!r}", s_side.start)
+        self.trades += 1
+        self.dispatch.trade(self.trade_type(inst, js_span_to_str(&c, &s_id), price_ticks, qty_lots,
+                                            side, ts_ns, recv_ns), recv_ns)
+        return 0
+
+
+cdef inline JsonCursor* _at(JsonCursor* c, const JsonSpan* span) noexcept nogil:
+    """Point the cursor at the opening quote of a string span read earlier, so
+    js_read_steps converts it in place (the frame is still borrowed)."""
+    c.pos = span.start - 1
+    return c
