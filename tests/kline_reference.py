@@ -89,7 +89,7 @@ class _Frame:
                 self._close(flat_bar(self.last_close, self.start, self.start + self.length))
             if self.fill and self.last_close is not None:
                 empty = list(range(self.start + self.length, new_start, self.length))
-                keep = empty[-self.history.maxlen:] if self.history.maxlen else []  # type: ignore[index]
+                keep = empty[-self.history.maxlen:] if self.history.maxlen else []
                 self.fill_skipped += len(empty) - len(keep)
                 self.closed += len(empty) - len(keep)
                 for s in keep:

@@ -23,7 +23,7 @@ import json
 import lzma
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -66,7 +66,8 @@ def _compare_symbol(inst: Instrument, frames: list[dict[str, Any]]) -> dict[str,
         assert cur is not None
         open_ts = int(cur["open_ts_ns"])
         first_id_of_bar.setdefault(open_ts, t["f"])
-        at_id[t["l"]] = (cur.tolist(), first_id_of_bar[open_ts])
+        row = cast(tuple[int, ...], cur.tolist())
+        at_id[t["l"]] = (row, first_id_of_bar[open_ts])
     prev: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
     venue_open = None
     for frame in (f for f in frames if f["e"] == "kline"):

@@ -22,6 +22,7 @@ Semantics, per frame (every frame decides on its own):
   ``history`` filled bars; the rest are counted in ``stats()["fill_skipped"]``.
 - Activity bars close on the trade that reaches their threshold (a trade is never split).
 """
+cimport cython
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX, INT64_MIN
 from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset
@@ -236,6 +237,13 @@ cdef object _as_i64_array(object values, str field):
     return np.ascontiguousarray(arr)
 
 
+cdef const int64_t* _i64_data(object arr) except NULL:
+    # `arr` is a non-empty C-contiguous int64 ndarray from _as_i64_array.
+    cdef size_t address = arr.__array_interface__["data"][0]
+    return <const int64_t*>address
+
+
+@cython.auto_pickle(False)
 cdef class BarStore:
     """Fixed block of ``n_bars`` bars exported read-only (bytes) to numpy views.
 
@@ -279,6 +287,7 @@ cdef class BarStore:
         self.exports -= 1
 
 
+@cython.auto_pickle(False)
 cdef class KlineAggregator:
     """Candles for several frames at once, built from each trade as it arrives.
 
@@ -453,10 +462,13 @@ cdef class KlineAggregator:
         if len(q_arr) != n or len(t_arr) != n or len(s_arr) != n:
             raise KlineError(f"add_trades arrays differ in length: prices {n}, qtys {len(q_arr)}, "
                              f"ts_ns {len(t_arr)}, sides {len(s_arr)}")
-        cdef const int64_t[::1] pv = p_arr
-        cdef const int64_t[::1] qv = q_arr
-        cdef const int64_t[::1] tv = t_arr
-        cdef const int64_t[::1] sv = s_arr
+        if n == 0:
+            return 0
+        # Borrowed pointers into the arrays, which this frame holds until it returns.
+        cdef const int64_t* pv = _i64_data(p_arr)
+        cdef const int64_t* qv = _i64_data(q_arr)
+        cdef const int64_t* tv = _i64_data(t_arr)
+        cdef const int64_t* sv = _i64_data(s_arr)
         cdef Py_ssize_t j, bad = -1
         cdef uint64_t qty_sum = 0
         cdef int64_t open_max = 0
