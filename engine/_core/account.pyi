@@ -1,4 +1,5 @@
 """Account: orders, netting positions and balances in typed memory (Cython)."""
+from typing_extensions import disjoint_base
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import numpy as np
@@ -21,6 +22,7 @@ class Balance(NamedTuple):
     updated_ns: int
 
 
+@disjoint_base
 class Account:
     """Orders, netting positions and balances of one venue account."""
 

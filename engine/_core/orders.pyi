@@ -1,4 +1,5 @@
 """Order state machine (Cython). See engine.account for the enums."""
+from typing_extensions import disjoint_base
 from engine._core.instrument import Instrument
 from engine.errors import EngineError
 
@@ -8,6 +9,7 @@ class OrderInputError(EngineError, ValueError):
 def order_transition(status: int, event: int) -> int:
     """Next status, -1 illegal, -2 by fill, -3 back to the open state."""
 
+@disjoint_base
 class Order:
     """One order with its state machine (or a snapshot copy from an Account)."""
 

@@ -1,4 +1,5 @@
 """Netting positions in exact integer quote units (Cython)."""
+from typing_extensions import disjoint_base
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -10,6 +11,7 @@ def position_transition(status: int, event: int) -> int:
 def quote_to_units(inst: Instrument, value: str | bytes) -> int: ...
 def units_to_quote(inst: Instrument, units: int) -> str: ...
 
+@disjoint_base
 class Position:
     """A netting position in one instrument (or a snapshot copy from an Account)."""
 
