@@ -191,7 +191,8 @@ class HandshakeAuthSim(EchoSim):
         if not super().accept(request):
             return False
         if self.reject_auth or request.headers.get("Authorization") != "Bearer good":
-            return WSUpgradeResponse.create_error_response(401, b"unauthorized")
+            refusal: WSUpgradeResponse = WSUpgradeResponse.create_error_response(401, b"unauthorized")
+            return refusal
         return True
 
 

@@ -3,41 +3,66 @@
     python -m feeds.sim cadenza --port 8000 --seed 7
     python -m feeds.sim cadenza --port 0 --burst 200000      # burst mode, for benchmarks
     python -m feeds.sim binance --port 8001 --http-port 8002
+    python -m feeds.sim <venue> --set key=value ...          # venue-specific options
 
-Prints one JSON line on stdout once listening (``{"venue":..,"url":..,...}``; with
-``--port 0`` it carries the chosen port), then serves until SIGINT/SIGTERM or
+Venues are discovered, not listed: every ``feeds/sim/<venue>.py`` module that defines
+``from_cli(args: argparse.Namespace) -> SimServer`` is a choice (``args`` holds the
+common options below, and ``args.options`` the ``--set key=value`` pairs as strings).
+
+Prints one JSON line on stdout once listening (``{"venue":..,"url":..,"port":..}``
+plus ``rest_url`` when the venue has one), then serves until SIGINT/SIGTERM or
 ``--seconds`` elapse, and stops cleanly (every connection closed with 1001).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
+import pkgutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import feeds.sim
 from feeds.sim.server import SimServer
 
+BuildFn = Callable[[argparse.Namespace], SimServer]
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m feeds.sim", description=__doc__.split("\n\n")[0])
-    p.add_argument("venue", choices=["cadenza", "binance"])
+
+def venues() -> dict[str, str]:
+    """{venue name: module name} of every simulator module with a ``from_cli``.
+    Modules are found by name and only the ones mentioning ``from_cli`` are listed,
+    so listing them imports nothing."""
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules(feeds.sim.__path__):
+        if info.name.startswith("_") or info.name in ("server", "market"):
+            continue
+        source = Path(feeds.sim.__path__[0]) / f"{info.name}.py"
+        if source.is_file() and "def from_cli(" in source.read_text(encoding="utf-8"):
+            found[info.name] = f"feeds.sim.{info.name}"
+    return found
+
+
+def _parser(choices: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m feeds.sim", description="Run a venue simulator.")
+    p.add_argument("venue", choices=choices)
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
     p.add_argument("--port", type=int, default=0, help="WebSocket port (0: any free port)")
-    p.add_argument("--seed", type=int, default=1, help="synthetic market seed (cadenza)")
-    p.add_argument("--token", default="sim-token", help="accepted connect token (cadenza)")
-    p.add_argument("--ping", type=int, default=25, help="server ping interval, s (cadenza)")
+    p.add_argument("--seed", type=int, default=1, help="synthetic market seed")
+    p.add_argument("--token", default="sim-token", help="accepted token (venues with auth)")
+    p.add_argument("--ping", type=int, default=None, help="server ping interval, s")
     p.add_argument("--interval", type=float, default=None,
-                   help="seconds between market steps (cadenza, default 0.01) / replay ticks "
-                        "(binance, default 0.001)")
+                   help="seconds between market steps / replay ticks (venue default)")
     p.add_argument("--burst", type=int, default=0,
-                   help="cadenza burst mode: N pre-encoded book deltas per subscribe")
-    p.add_argument("--burst-symbol", default=None, help="instrument of the burst (cadenza)")
-    p.add_argument("--http-port", type=int, default=0, help="REST port (binance)")
+                   help="burst mode: N pre-encoded frames per subscription")
+    p.add_argument("--burst-symbol", default=None, help="instrument of the burst")
+    p.add_argument("--http-port", type=int, default=0, help="REST port (venues with REST)")
     p.add_argument("--recording", type=Path, default=None,
-                   help="recorded Binance frames, hftbacktest format (binance)")
+                   help="recorded Binance frames, hftbacktest format")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="venue-specific option (repeatable)")
     p.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: never)")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     return p
@@ -45,19 +70,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def build(args: argparse.Namespace) -> SimServer:
     """The simulator the parsed ``args`` describe (not started)."""
-    if args.venue == "cadenza":
-        from feeds.sim.cadenza import CadenzaSim
-        return CadenzaSim(seed=args.seed, token=args.token, ping_s=args.ping,
-                          interval_s=0.01 if args.interval is None else args.interval,
-                          burst=args.burst,
-                          burst_symbol=args.burst_symbol, host=args.host, port=args.port)
-    from feeds.sim.binance import BinanceSim, binance_instrument
-    from feeds.sim.market import RecordedBinance
-    recording = (RecordedBinance.load(args.recording, binance_instrument())
-                 if args.recording is not None else None)
-    return BinanceSim(recording, interval_s=0.001 if args.interval is None else args.interval,
-                      http_port=args.http_port,
-                      host=args.host, port=args.port)
+    module = importlib.import_module(venues()[args.venue])
+    from_cli: BuildFn = module.from_cli
+    return from_cli(args)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -88,8 +103,16 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    """Entry point; returns the process exit code (2 for a bad ``--set``)."""
+    parser = _parser(sorted(venues()))
+    args = parser.parse_args(argv)
+    options: dict[str, str] = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    args.options = options
     if args.loop == "uvloop":
         import uvloop
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -26,6 +26,7 @@ resync from REST), ``rest_fail_next(status)`` and ``http.delay_s`` (slow REST).
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from pathlib import Path
@@ -35,7 +36,7 @@ from engine._core.instrument import Instrument
 from feeds.sim.market import BookState, Level, RecordedBinance
 from feeds.sim.server import SimClient, SimHttpServer, SimServer
 
-__all__ = ["BinanceSim", "DEFAULT_RECORDING", "binance_instrument", "load_default_recording"]
+__all__ = ["BinanceSim", "DEFAULT_RECORDING", "binance_instrument", "from_cli", "load_default_recording"]
 
 #: The recording shipped with the tests (first 1500 lines of hftbacktest's spot BTCUSDT).
 DEFAULT_RECORDING = Path(__file__).resolve().parents[2] / "tests" / "data" / \
@@ -246,3 +247,13 @@ class BinanceSim(SimServer):
         else:
             client.send(json.dumps({"error": {"code": 1, "msg": f"Unknown method {method!r}"},
                                     "id": req_id}))
+
+
+def from_cli(args: argparse.Namespace) -> BinanceSim:
+    """``python -m feeds.sim binance``: uses ``--recording --interval --ping
+    --http-port --host --port`` (see ``feeds.sim.__main__``)."""
+    recording = (RecordedBinance.load(args.recording, binance_instrument())
+                 if args.recording is not None else None)
+    return BinanceSim(recording, interval_s=0.001 if args.interval is None else args.interval,
+                      ping_s=20.0 if args.ping is None else float(args.ping),
+                      http_port=args.http_port, host=args.host, port=args.port)

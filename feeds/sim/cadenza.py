@@ -52,6 +52,7 @@ method). Burst mode (``burst=N``): see :class:`CadenzaSim`.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import json
@@ -69,7 +70,7 @@ from feeds.sim.server import SimClient, SimServer, encode_burst
 
 __all__ = [
     "CadenzaSim", "BOOK_PREFIX", "TRADE_PREFIX", "ACCOUNT_PREFIX", "encode_book",
-    "encode_trade", "encode_account",
+    "encode_trade", "encode_account", "from_cli",
 ]
 
 BOOK_PREFIX = "market:orderBook:"
@@ -551,3 +552,13 @@ def _error(cmd_id: int, code: int, message: str | None = None, temporary: bool =
     if temporary:
         err["temporary"] = True
     return _dumps({"id": cmd_id, "error": err})
+
+
+def from_cli(args: argparse.Namespace) -> CadenzaSim:
+    """``python -m feeds.sim cadenza``: uses ``--seed --token --ping --interval
+    --burst --burst-symbol --host --port`` (see ``feeds.sim.__main__``)."""
+    return CadenzaSim(seed=args.seed, token=args.token,
+                      ping_s=25 if args.ping is None else args.ping,
+                      interval_s=0.01 if args.interval is None else args.interval,
+                      burst=args.burst, burst_symbol=args.burst_symbol,
+                      host=args.host, port=args.port)

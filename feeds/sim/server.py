@@ -51,8 +51,9 @@ How to add a venue simulator
    Offer ``advance(n)`` (step the market n times and send) and ``interval_s=None``
    (no automatic ticking) so tests are deterministic. A REST endpoint, if the venue
    has one, is a :class:`SimHttpServer` started in ``on_start``.
-7. Add the venue to ``feeds/sim/__main__.py`` (``python -m feeds.sim <venue>``) and
-   write ``tests/test_sim_<venue>.py`` (``run_case``, ``Collector`` and
+7. Define ``from_cli(args) -> YourSim`` in your module: ``python -m feeds.sim <venue>``
+   finds it by itself (see ``feeds/sim/__main__.py`` for the common options and
+   ``--set key=value`` for venue-specific ones). Write ``tests/test_sim_<venue>.py`` (``run_case``, ``Collector`` and
    ``sim_process`` in tests/test_sim_server.py run a case under asyncio and uvloop
    with leak checks), with a real peer client where one exists.
 
