@@ -62,8 +62,8 @@ Choices the seed is silent on
   ``handover_timeout_s`` nothing changes and ``set_markets`` raises FeedError.
   Markets dropped from the set keep their last book (no longer updated).
 
-Hot path: ``feeds.prices_decode.PricesDecoder.feed`` is the session's frame callback
-itself (jscan, no ``json``); ``ERROR`` and unknown types reach the Python methods below.
+Hot path: ``feeds.prices_decode.PricesDecoder`` is the session's C-level frame sink
+(picows' buffer straight into jscan, no ``json``); ``ERROR`` and unknown types reach the Python methods below.
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class _HandoverLink(Venue):
         super().bind(feed, dispatch)
         self.conn = _Connection(self.parent, feed, "handover link")
         self.decoder = PricesDecoder(self.conn, dispatch, self.parent._books_for(self.markets))
-        self.on_frame = self.decoder.feed  # type: ignore[method-assign,assignment]
+        self.frame_sink = self.decoder
 
     def endpoint(self) -> Endpoint:
         return self.parent.endpoint()
@@ -163,8 +163,10 @@ class _HandoverLink(Venue):
         feed.send_text(subscription_message(self.markets))
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("handover link used before bind()")
+        """Python entry (tools): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("handover link used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def on_close(self, close: CloseInfo) -> CloseDecision:
         return Terminal(f"handover link closed: {close.reason}")
@@ -231,9 +233,8 @@ class PricesVenue(Venue):
         super().bind(feed, dispatch)
         self._conn = _Connection(self, feed, "primary")
         self.decoder = PricesDecoder(self._conn, dispatch, self._books_for(self.markets))
-        # Instance attribute: the session's listener calls the decoder's entry point
-        # directly, so a frame costs one call into Cython and nothing in Python.
-        self.on_frame = self.decoder.feed  # type: ignore[method-assign,assignment]
+        # The session's listener hands picows' buffer to the decoder in C.
+        self.frame_sink = self.decoder
 
     def endpoint(self) -> Endpoint:
         """The URL as given; the token (if any) as a masked ``Authorization`` header."""
@@ -250,8 +251,10 @@ class PricesVenue(Venue):
         feed.send_text(subscription_message(self.markets))
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("prices venue used before bind()")
+        """Python entry (tools, replay): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("prices venue used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def heartbeat(self, now_ns: int) -> None:
         """Close the connection if the server did not close it after an ERROR."""

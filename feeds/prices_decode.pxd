@@ -12,6 +12,7 @@ from engine._core.types cimport LevelUpdate
 from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+from feeds._hotpath cimport FrameSink, Dispatch
 
 
 cdef class MarketBook:
@@ -31,9 +32,9 @@ cdef class MarketBook:
     cdef Py_ssize_t frame_best_ask     # scratch index of the best ask, -1: no asks
 
 
-cdef class PricesDecoder:
+cdef class PricesDecoder(FrameSink):
     cdef list markets                  # of MarketBook this connection applies (linear match)
-    cdef object dispatch               # engine.engine.Dispatch
+    cdef Dispatch dispatch             # the feed's callback dispatch (C-level calls)
     cdef object link                   # the connection's owner: on_live / on_server_error / on_unknown
     cdef readonly bint live            # a PRICES frame arrived on this connection
     # Scratch for one frame's levels. Owned (PyMem_Malloc'd, freed in __dealloc__),

@@ -1,10 +1,9 @@
 """Prices (Tradevest style) frame decoder; the wire format is in ``feeds.prices``."""
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 from engine._core.book import OrderBook
 from engine._core.instrument import Instrument
-
-Buffer = Union[bytes, bytearray, memoryview]
+from feeds._hotpath import Dispatch, FrameSink
 
 class MarketBook:
     """One market of the venue: its instrument, the engine's book and counters."""
@@ -17,7 +16,7 @@ class MarketBook:
     last_recv_ns: int
     def __init__(self, market: str, instrument: Instrument, book: OrderBook) -> None: ...
 
-class PricesDecoder:
+class PricesDecoder(FrameSink):
     """Decodes the frames of one prices connection into shared MarketBooks; ``feed``
     raises DecodeError for a bad frame and then changes no book."""
 
@@ -26,8 +25,7 @@ class PricesDecoder:
     keepalive_frames: int
     unknown_markets: int
     errors: int
-    def __init__(self, link: Any, dispatch: Any, markets: Iterable[MarketBook]) -> None: ...
+    def __init__(self, link: Any, dispatch: Dispatch, markets: Iterable[MarketBook]) -> None: ...
     def reset(self, link: Any, markets: Iterable[MarketBook]) -> None: ...
     @property
     def market_list(self) -> list[MarketBook]: ...
-    def feed(self, frame: Buffer, recv_ns: int) -> None: ...

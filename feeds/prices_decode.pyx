@@ -6,7 +6,6 @@ decoded into one scratch buffer and validated (numbers exact, levels best first,
 no crossed market, no market twice) before the first book is replaced; then the
 books are replaced (``OrderBook.replace_with``), then the book callbacks run.
 """
-from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp
@@ -17,7 +16,7 @@ from engine._core.book cimport OrderBook, CROSS_ALLOW
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
     JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
-    js_init, js_init_buffer, js_fail, js_enter_object, js_enter_array, js_next_member,
+    js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_steps,
     js_span_eq, js_span_to_str, js_raise,
 )
@@ -107,7 +106,8 @@ cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_un
 cdef class PricesDecoder:
     """Decodes the frames of ONE prices connection into the shared MarketBooks.
 
-    ``feed(frame, recv_ns)`` is the hot path: O(frame length) scanning plus
+    ``on_frame_c`` (C, called by the session's listener with picows' buffer) is the
+    hot path, ``feed(frame, recv_ns)`` its Python entry: O(frame length) scanning plus
     O(levels log levels) per replaced book. ``link`` receives the rare events:
     ``on_live()`` once, at the first PRICES frame of the connection;
     ``on_server_error(connection_id, message)`` for ERROR; ``on_unknown(type)`` for
@@ -117,7 +117,7 @@ cdef class PricesDecoder:
         self.scratch = NULL
         self.capacity = 0
 
-    def __init__(self, link, dispatch, markets):
+    def __init__(self, link, Dispatch dispatch not None, markets):
         self.dispatch = dispatch
         self.touched = []
         self.gen = 0
@@ -154,16 +154,11 @@ cdef class PricesDecoder:
         self.capacity = n
         return 0
 
-    def feed(self, frame, int64_t recv_ns):
-        """Decode one WebSocket message (bytes-like; borrowed for this call only)."""
-        cdef JsonCursor whole
-        cdef Py_buffer view
-        js_init_buffer(&whole, frame, &view)
-        try:
-            self.reserve(view.len // MIN_LEVEL_BYTES + 2)
-            self.decode(<const char*>view.buf, view.len, recv_ns)
-        finally:
-            PyBuffer_Release(&view)
+    cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode one WebSocket message buf[0:n] (BORROWED from picows' read buffer:
+        valid for this call only). ``feed(frame, recv_ns)`` is the Python entry."""
+        self.reserve(n // MIN_LEVEL_BYTES + 2)
+        return self.decode(buf, n, recv_ns)
 
     cdef MarketBook find_market(self, const JsonCursor* c, const JsonSpan* key):
         cdef MarketBook mb

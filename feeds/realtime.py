@@ -39,7 +39,8 @@ Mapping into the engine
 - chat:message, user:online, notification:new, post:created, session:started become
   typed dataclasses (``feeds.realtime_events``) delivered to ``venue.on_event(cb)``
   callbacks (the engine's Dispatch has no generic event kind; the venue calls them
-  through the engine's one callback wrapper, so errors are logged and counted alike).
+  through the engine's one callback wrapper, ``feeds._hotpath.invoke_callbacks``, so
+  errors are logged and counted alike and receive-to-callback latency is recorded).
 - ``await venue.send_chat(room, text)`` sends ``chat:send``.
 
 Limits and timing (defaults from the seed; all configurable for tests)
@@ -81,6 +82,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from engine._core.instrument import Instrument
 from engine.errors import DecodeError, EngineError, FeedError
+from feeds._hotpath import invoke_callbacks, time_ns
 from feeds.realtime_decode import Quote, RealtimeDecoder
 from feeds.realtime_events import EVENT_TYPES, RealtimeEvent, SessionStarted, decode_event, parse_object
 from feeds.session import SessionOptions, mask_secrets
@@ -293,9 +295,8 @@ class RealtimeVenue(Venue):
         dec = RealtimeDecoder(self, dispatch, Trade, self.quotes.values(), self.max_message_bytes)
         dec.emit_quotes = bool(self._quote_cbs)
         self.decoder = dec
-        # Instance attribute: the session's listener calls the decoder's entry point
-        # directly, so a message costs one call into Cython and nothing in Python.
-        self.on_frame = dec.feed  # type: ignore[method-assign,assignment]
+        # The session's listener hands picows' buffer to the decoder in C.
+        self.frame_sink = dec
 
     def endpoint(self) -> Endpoint:
         """The URL as given; the JWT travels in the ``auth`` message."""
@@ -371,8 +372,10 @@ class RealtimeVenue(Venue):
         feed.send_text(json.dumps({"type": "auth", "token": self.token.reveal()}, separators=(",", ":")))
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("realtime venue used before bind()")
+        """Python entry (tools, replay): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("realtime venue used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def heartbeat(self, now_ns: int) -> None:
         """Ping every ``ping_interval_s``; no pong in time, or not authenticated and
@@ -456,10 +459,11 @@ class RealtimeVenue(Venue):
             log.info("%s: ignored message type %r", self.name, kind)
 
     def _emit(self, cbs: list[Callable[[Any], Any]], obj: Any, recv_ns: int) -> None:
-        if self.feed is not None:
-            self.feed.counters.latency.add(time.time_ns() - recv_ns)
+        counters = self.feed.counters if self.feed is not None else None
+        if counters is not None:
+            counters.latency.add(time_ns() - recv_ns)
         if cbs:
-            self.engine._invoke(cbs, obj, self.feed.counters if self.feed is not None else None)
+            invoke_callbacks(cbs, obj, self.engine, counters)
 
     def _on_auth_ok(self, body: dict[str, Any]) -> None:
         user = body.get("userId")

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t
 
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport JsonCursor, JsonSpan
+from feeds._hotpath cimport FrameSink, Dispatch
 
 
 cdef class Quote:
@@ -23,9 +24,9 @@ cdef class Quote:
     cdef readonly int64_t updates            # market:price messages applied
 
 
-cdef class RealtimeDecoder:
+cdef class RealtimeDecoder(FrameSink):
     cdef list quotes                   # of Quote, one per subscribed symbol (linear match)
-    cdef object dispatch               # engine.engine.Dispatch
+    cdef Dispatch dispatch             # the feed's callback dispatch (C-level calls)
     cdef object venue                  # feeds.realtime.RealtimeVenue: on_quote / on_message
     cdef object trade_type             # engine.engine.Trade
     cdef readonly Py_ssize_t max_message_bytes

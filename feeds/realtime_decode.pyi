@@ -1,9 +1,8 @@
 """Realtime venue hot-message decoder; the wire format is in ``feeds.realtime``."""
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 from engine._core.instrument import Instrument
-
-Buffer = Union[bytes, bytearray, memoryview]
+from feeds._hotpath import Dispatch, FrameSink
 
 PCT_DECIMALS: int
 
@@ -26,7 +25,7 @@ class Quote:
     @property
     def change_percent(self) -> str | None: ...
 
-class RealtimeDecoder:
+class RealtimeDecoder(FrameSink):
     """Decodes market:price / trade:created in place; other types go to the venue.
     ``feed`` raises DecodeError for a bad or oversize message (nothing changed)."""
 
@@ -37,8 +36,7 @@ class RealtimeDecoder:
     cold: int
     unknown_symbols: int
     oversize: int
-    def __init__(self, venue: Any, dispatch: Any, trade_type: Any, quotes: Iterable[Quote],
+    def __init__(self, venue: Any, dispatch: Dispatch, trade_type: Any, quotes: Iterable[Quote],
                  max_message_bytes: int) -> None: ...
     @property
     def quote_list(self) -> list[Quote]: ...
-    def feed(self, frame: Buffer, recv_ns: int) -> None: ...

@@ -5,7 +5,6 @@ once: the fields of the hot messages are kept as spans into the frame and conver
 after the scan (the symbol, which gives the decimals, may come after the numbers);
 nothing is written before every field converted, so a bad message changes nothing.
 """
-from cpython.buffer cimport PyBuffer_Release
 from libc.stdint cimport int64_t
 from libc.string cimport memcmp
 
@@ -13,7 +12,7 @@ from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
     JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
-    js_init, js_init_buffer, js_fail, js_enter_object, js_next_member, js_skip_value,
+    js_init, js_fail, js_enter_object, js_next_member, js_skip_value,
     js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_eq,
     js_span_to_str, js_raise,
 )
@@ -81,11 +80,12 @@ cdef class RealtimeDecoder:
     ``engine.Trade`` through ``dispatch.trade`` (kline aggregator, then on_trade);
     every other type goes to ``venue.on_message(type, raw_bytes, recv_ns)``.
 
-    ``feed(frame, recv_ns)`` is the hot path, O(frame length). A message longer than
+    ``on_frame_c`` (C, called by the session's listener with picows' buffer) is the
+    hot path, ``feed(frame, recv_ns)`` its Python entry; O(frame length). A message longer than
     ``max_message_bytes`` is refused with DecodeError (the protocol's limit; the
     connection stays up). Bad messages raise DecodeError and change nothing."""
 
-    def __init__(self, venue, dispatch, trade_type, quotes, Py_ssize_t max_message_bytes):
+    def __init__(self, venue, Dispatch dispatch not None, trade_type, quotes, Py_ssize_t max_message_bytes):
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
         self.venue = venue
@@ -103,19 +103,14 @@ cdef class RealtimeDecoder:
         """The Quotes of the subscribed symbols (a new list)."""
         return list(self.quotes)
 
-    def feed(self, frame, int64_t recv_ns):
-        """Decode one WebSocket message (bytes-like; borrowed for this call only)."""
-        cdef JsonCursor whole
-        cdef Py_buffer view
-        js_init_buffer(&whole, frame, &view)
-        try:
-            if view.len > self.max_message_bytes:
-                self.oversize += 1
-                raise DecodeError(f"realtime: message of {view.len} bytes exceeds the maximum "
-                                  f"message size of {self.max_message_bytes} bytes; refused", 0)
-            self.decode(<const char*>view.buf, view.len, recv_ns)
-        finally:
-            PyBuffer_Release(&view)
+    cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode one WebSocket message buf[0:n] (BORROWED from picows' read buffer:
+        valid for this call only). ``feed(frame, recv_ns)`` is the Python entry."""
+        if n > self.max_message_bytes:
+            self.oversize += 1
+            raise DecodeError(f"realtime: message of {n} bytes exceeds the maximum "
+                              f"message size of {self.max_message_bytes} bytes; refused", 0)
+        return self.decode(buf, n, recv_ns)
 
     cdef Quote find(self, const JsonCursor* c, const JsonSpan* span):
         cdef Quote q

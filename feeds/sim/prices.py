@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-from picows import WSListener, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
+from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from engine._core.instrument import Instrument
 from feeds.sim.market import BookDelta, Level, SyntheticMarket
@@ -169,7 +169,7 @@ class PricesSim(SimServer):
     def send_error(self, message: str, client: SimClient | None = None) -> int:
         """Fault: ERROR (with the connection's id) then close, on one or every subscribed
         client. Returns how many."""
-        targets = self._targets(client)
+        targets = self.fault_targets(client)
         for c in targets:
             self._error(c, message)
         return len(targets)
@@ -202,14 +202,15 @@ class PricesSim(SimServer):
             for c in self.subscribed_clients():
                 c.send(encode_keepalive(c.state.markets))
 
-    def _listener_factory(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
+    def accept(self, request: WSUpgradeRequest) -> bool | WSUpgradeResponse:
+        """The path, then the bearer token (HTTP 401 when wrong or under reject_auth)."""
+        if not super().accept(request):
+            return False
         if self._token is not None or self.reject_auth:
             auth = request.headers.get("Authorization")
             if self.reject_auth or auth != f"Bearer {self._token}":
-                self.stats["auth_rejected"] = self.stats.get("auth_rejected", 0) + 1
-                return WSUpgradeResponseWithListener(
-                    WSUpgradeResponse.create_error_response(401, b"unauthorized"), None)
-        return super()._listener_factory(request)
+                return WSUpgradeResponse.create_error_response(401, b"unauthorized")
+        return True
 
     def on_connect(self, client: SimClient) -> None:
         client.state = _Conn(str(uuid.UUID(int=(client.client_id << 64) | 0x5EED, version=4)))
