@@ -22,9 +22,12 @@ Method
   Receive-to-callback latency (p50/p99) is in ``extra``: for the engine from the feed's
   latency ring (socket read to callback start), for websockets-json from ``recv()``
   returning to the end of the book update.
-- Caveat: the sender is a Python process on the same 2 cores; when the consumer is
-  faster than the sender, both run at the sender's pace and the ratio understates the
-  consumer's headroom.
+- A second case, ``in-process``, feeds the same messages to the decoder with no socket
+  (engine: ``CadenzaDecoder`` + ``Dispatch`` + no-op callback; peer: ``json.loads`` +
+  SortedDict): the decode/apply cost alone.
+- Caveat: the sender shares the machine's 2 cores; when the consumer is faster than
+  the sender, both run at the sender's pace and the ratio understates the consumer's
+  headroom (the in-process case shows it).
 """
 from __future__ import annotations
 
@@ -213,6 +216,76 @@ def bench_websockets_json(url: str, n_frames: int) -> dict[str, Any]:
     return uvloop.run(main())
 
 
+# ---------------------------------------------------------------- in-process (no socket)
+
+def _burst_payloads(n_frames: int) -> list[bytes]:
+    """The burst's messages built from the public simulator pieces (same seed, same
+    market), for the in-process case: one snapshot then ``n_frames`` deltas."""
+    from feeds.sim.cadenza import CadenzaSim, encode_book
+    from feeds.sim.market import BookDelta
+    market = CadenzaSim(seed=SEED, token=TOKEN).market
+    inst = market.instruments[SYMBOL]
+    ch = f"market:orderBook:{SYMBOL}"
+
+    def push(data: str, offset: int) -> bytes:
+        return f'{{"push":{{"channel":"{ch}","pub":{{"data":{data},"offset":{offset}}}}}}}'.encode()
+
+    out = [push(encode_book(inst, market.snapshot(SYMBOL), 1), 1)]
+    while len(out) <= n_frames:
+        for e in market.step():
+            if isinstance(e, BookDelta) and e.symbol == SYMBOL and len(out) <= n_frames:
+                out.append(push(encode_book(inst, e, len(out) + 1), len(out) + 1))
+    return out
+
+
+def bench_inprocess(n_frames: int, impl: str, repeats: int) -> dict[str, Any]:
+    """Decode + apply + no-op callback per message with no socket in the way: the
+    engine's CadenzaDecoder vs json.loads + SortedDict. Median ns per message."""
+    payloads = _burst_payloads(n_frames)
+    samples = []
+    for _ in range(repeats):
+        if impl == "engine":
+            from engine import Engine
+            from engine.engine import Trade
+            from feeds._hotpath import Dispatch, FeedCounters
+            from feeds.cadenza_decode import KIND_BOOK, CadenzaDecoder, Channel
+            from feeds.sim.market import default_instruments
+            eng = Engine(bar_intervals=())
+            inst = next(i for i in default_instruments() if i.symbol == SYMBOL)
+            book = eng.add_instrument(inst)
+            eng.on_book(lambda b: None)
+            dec = CadenzaDecoder(None, Dispatch(eng, "bench", FeedCounters(n_frames + 16)), Trade, {})
+            chan = dec.add_channel(Channel(f"market:orderBook:{SYMBOL}", KIND_BOOK, inst, book))
+            chan.live = True
+            feed = dec.feed
+            t0 = time.perf_counter_ns()
+            for p in payloads:
+                feed(p, 0)
+            samples.append((time.perf_counter_ns() - t0) / len(payloads))
+        else:
+            from sortedcontainers import SortedDict
+            bids: Any = SortedDict()
+            asks: Any = SortedDict()
+            cbs = [lambda b: None]
+            t0 = time.perf_counter_ns()
+            for p in payloads:
+                data = json.loads(p)["push"]["pub"]["data"]
+                if data["type"] == "snapshot":
+                    bids.clear()
+                    asks.clear()
+                for side, levels in ((bids, data["bids"]), (asks, data["asks"])):
+                    for price, qty in levels:
+                        f = float(price)
+                        if float(qty) == 0.0:
+                            side.pop(f, None)
+                        else:
+                            side[f] = qty
+                for cb in cbs:
+                    cb(bids)
+            samples.append((time.perf_counter_ns() - t0) / len(payloads))
+    return {"ns": statistics.median(samples), "runs_ns": samples}
+
+
 IMPLS = {
     "engine": "bench_engine",
     "picows-raw": "bench_picows_raw",
@@ -267,7 +340,11 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
             extra["p50_ns"] = statistics.median(r["p50_ns"] for r in runs)
             extra["p99_ns"] = statistics.median(r["p99_ns"] for r in runs)
         records.append(Record("feed", f"burst {n} book deltas", impl, ns, ops=n, repeats=repeats, extra=extra))
-    by = {r.impl: r for r in records}
+    for impl in ("engine", "json-sortedcontainers"):
+        res = run_isolated("benchmarks.feed", "bench_inprocess", {"n_frames": n, "impl": impl, "repeats": repeats})
+        records.append(Record("feed", f"in-process {n} book deltas (no socket)", impl, res["ns"], ops=n,
+                              repeats=repeats, extra={"runs_ns": [round(x, 1) for x in res["runs_ns"]]}))
+    by = {r.impl: r for r in records if r.case.startswith("burst")}
     if "engine" in by:
         eng = by["engine"].ns_per_op
         for other in ("picows-raw", "websockets-json"):

@@ -306,3 +306,24 @@ def test_connect_refused_backs_off_then_gives_up(run: Any, caplog: Any) -> None:
     with caplog.at_level(logging.DEBUG):
         run(main())
     assert "never-log-me-42" not in caplog.text
+
+
+def test_record_path_writes_every_frame(run: Any, tmp_path: Any) -> None:
+    from feeds.recording import read_lines
+    path = tmp_path / "echo.rec.gz"
+
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            for i in range(20):
+                conn.send(b'{"n":%d}' % i)
+            conn.send(b"line1\nline2")  # several messages in one frame survive recording
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url)
+            feed = Feed(venue, SessionOptions(**dict(FAST, record_path=str(path))))
+            feed.start()
+            await wait_for(lambda: len(venue.frames) == 21)
+            await feed.close()
+            assert feed.options.recorder is None  # closed with the feed
+            got = [(r.payload, r.recv_ns) for r in read_lines(path)]
+            assert got == venue.frames
+    run(main())
