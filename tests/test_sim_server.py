@@ -174,6 +174,36 @@ def test_start_echo_stop(loop_kind: str) -> None:
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
+def test_every_runs_periodic_work_and_pauses(loop_kind: str) -> None:
+    async def case() -> None:
+        sim = EchoSim()
+        calls: list[str] = []
+
+        def tick() -> None:
+            calls.append("tick")
+            if calls.count("tick") == 2:
+                raise RuntimeError("a failing tick is counted, the loop goes on")
+
+        with pytest.raises(ValueError, match="interval"):
+            sim.every(0, tick, "bad")
+        await sim.start()
+        sim.every(0.01, tick, "tick")
+        sim.every(0.01, lambda: calls.append("beat"), "beat", pausable=False)
+        for _ in range(300):
+            if calls.count("tick") >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert calls.count("tick") >= 4 and sim.stats["hook_errors"] == 1
+        sim.paused = True
+        await asyncio.sleep(0.03)  # a turn already due may still run
+        ticks, beats = calls.count("tick"), calls.count("beat")
+        await asyncio.sleep(0.1)
+        assert calls.count("tick") == ticks and calls.count("beat") > beats
+        await sim.stop()  # cancels and awaits both loops (run_case checks no task is left)
+    run_case(loop_kind, case)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
 def test_wrong_path_is_404(loop_kind: str) -> None:
     async def case() -> None:
         async with EchoSim() as sim:

@@ -17,8 +17,9 @@ as Binance sends them. ``limit`` (default 100, at most 5000) caps levels per sid
 
 One global replay cursor feeds every client, as one exchange feeds everyone. It starts
 moving when the first client has a stream (``interval_s`` seconds between ticks of
-``frames_per_tick`` frames; ``interval_s=None``: only :meth:`BinanceSim.advance` moves
-it) and stops at the end of the recording (``finished``).
+``frames_per_tick`` frames, none while ``paused``; ``interval_s=None``: only
+:meth:`BinanceSim.advance` moves it) and stops at the end of the recording
+(``finished``).
 
 Faults beyond the base ones: :meth:`BinanceSim.skip_sequence` (the next depth diff is
 applied to the book but sent to nobody: clients see ``U != previous u + 1`` and must
@@ -107,13 +108,11 @@ class BinanceSim(SimServer):
         await self.http.start()
         if self.interval_s is not None:
             self.spawn(self._replay_loop(self.interval_s), "replay")
-        self.spawn(self._ping_loop(), "ping")
+        self.every(self.ping_s, self._ping, "ping", pausable=False)
 
-    async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.ping_s)
-            for c in self.clients:
-                c.ping()
+    def _ping(self) -> None:
+        for c in self.clients:
+            c.ping()
 
     async def on_stop(self) -> None:
         await self.http.stop()
@@ -131,7 +130,8 @@ class BinanceSim(SimServer):
     async def _replay_loop(self, interval_s: float) -> None:
         await self._started.wait()
         while self.cursor < len(self.recording.frames):
-            self.advance(self.frames_per_tick)
+            if not self.paused:
+                self.advance(self.frames_per_tick)
             await asyncio.sleep(interval_s)
         self.finished.set()
 

@@ -184,7 +184,8 @@ class CadenzaSim(SimServer):
     :meth:`advance`), ``history_size`` (publications kept per channel),
     ``snapshot_every`` (book publications between periodic snapshots; 0: never),
     ``max_batch_bytes``, ``burst`` and ``burst_symbol`` (burst mode), plus the
-    :class:`SimServer` parameters.
+    :class:`SimServer` parameters. Set ``paused`` to stop the market's own ticking
+    (``advance`` still works).
 
     Burst mode (``burst=N``): the market does not tick. At start the simulator encodes
     from a copy of the market one snapshot and N deltas of ``burst_symbol``'s book
@@ -221,8 +222,6 @@ class CadenzaSim(SimServer):
         self.history_size = history_size
         self.snapshot_every = snapshot_every
         self.max_batch_bytes = max_batch_bytes
-        #: When True the market does not step on its own (``advance`` still works).
-        self.paused = False
         self.quote_asset = getattr(self.market, "quote_asset", "USDT")
         self._epoch_counter = 0
         self.channels: dict[str, _Channel] = {}
@@ -356,26 +355,18 @@ class CadenzaSim(SimServer):
         if self.burst_count:
             self._prepare_burst()
         if self.interval_s is not None:
-            self.spawn(self._tick_loop(self.interval_s), "market")
-        self.spawn(self._ping_loop(), "ping")
+            self.every(self.interval_s, self.advance, "market")
+        self.every(self.ping_s, self._ping, "ping", pausable=False)
 
-    async def _tick_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if not self.paused:
-                self.advance(1)
-
-    async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.ping_s)
-            loop = asyncio.get_running_loop()
-            for c in self.clients:
-                conn: _Conn = c.state
-                if not conn.connected or c.closed:
-                    continue
-                c.send("{}")
-                if self.pong and conn.pong_timer is None:
-                    conn.pong_timer = loop.call_later(self.pong_timeout_s, self._no_pong, c)
+    def _ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        for c in self.clients:
+            conn: _Conn = c.state
+            if not conn.connected or c.closed:
+                continue
+            c.send("{}")
+            if self.pong and conn.pong_timer is None:
+                conn.pong_timer = loop.call_later(self.pong_timeout_s, self._no_pong, c)
 
     def _no_pong(self, client: SimClient) -> None:
         conn: _Conn = client.state

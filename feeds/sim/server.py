@@ -28,8 +28,9 @@ How to add a venue simulator
      ``self.reject_auth`` (the "reject auth" fault).
    - ``on_disconnect(client)``: forget the client's subscriptions.
    - ``async on_start()`` / ``async on_stop()``: start the venue's periodic work with
-     ``self.spawn(coro, name)`` (tracked: cancelled and awaited by ``stop()``) and
-     release what ``on_start`` made. Hook errors are logged with their traceback and
+     ``self.every(interval_s, fn, name)`` (market ticks, heartbeats; skipped while
+     ``self.paused``) or ``self.spawn(coro, name)`` (both tracked: cancelled and
+     awaited by ``stop()``) and release what ``on_start`` made. Hook errors are logged with their traceback and
      counted in ``stats["hook_errors"]``; tests assert it stays 0.
 3. Publish data by calling ``client.send(payload)`` (str or bytes; text frames by
    default) for each subscribed client. ``send`` never blocks: it writes through
@@ -73,7 +74,7 @@ A minimal venue (clients send ``{"type":"SUBSCRIBE","markets":[...]}``)::
 
         async def on_start(self) -> None:
             if self.interval_s is not None:
-                self.spawn(self._tick(self.interval_s), "tick")
+                self.every(self.interval_s, self.advance, "market")
 
         def on_connect(self, client: SimClient) -> None:
             client.state = set()                      # subscribed markets
@@ -89,11 +90,6 @@ A minimal venue (clients send ``{"type":"SUBSCRIBE","markets":[...]}``)::
             for _ in range(steps):
                 for event in self.market.step():
                     ...  # encode once, client.send(text) to each subscribed client
-
-        async def _tick(self, interval_s: float) -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                self.advance()
 
     async with PricesSim(interval_s=None) as sim:     # start() ... stop()
         ...  # connect a client to sim.url, then sim.advance(100)
@@ -465,6 +461,8 @@ class SimServer:
         self.max_frame_size = max_frame_size
         #: The "reject auth" fault: venues refuse every credential while True.
         self.reject_auth = False
+        #: While True, periodic work started with :meth:`every` skips its turns.
+        self.paused = False
         self.stats: dict[str, int] = {
             "connections": 0, "disconnections": 0, "frames_received": 0,
             "slow_clients": 0, "hook_errors": 0, "faults": 0, "handshakes_refused": 0,
@@ -584,6 +582,23 @@ class SimServer:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def every(self, interval_s: float, fn: Callable[[], object], name: str,
+              pausable: bool = True) -> asyncio.Task[Any]:
+        """Call ``fn()`` every ``interval_s`` seconds in a tracked task (a market
+        tick, a heartbeat), skipping turns while ``paused`` when ``pausable``. An
+        exception from ``fn`` is logged and counted in ``stats["hook_errors"]`` and
+        the loop goes on. ``ValueError`` for a non-positive interval."""
+        if interval_s <= 0:
+            raise ValueError(f"{name}: interval must be > 0 s, got {interval_s!r}")
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                if not (pausable and self.paused):
+                    self._run_hook(fn)
+
+        return self.spawn(loop(), name)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
