@@ -257,7 +257,6 @@ cdef class StreamDecoder:
         if st != JS_OK:
             js_raise(&c, st, "stream event")
         # The whole frame is valid: apply.
-        self.events += 1
         if kind == EV_ORDERBOOK:
             self.apply_orderbook(recv_ns)
         elif kind == EV_KLINE:
@@ -268,6 +267,7 @@ cdef class StreamDecoder:
         else:
             a, self.rows_a = self.rows_a, []
             self.venue.on_balances(a, self.msg_ts_ns, recv_ns)
+        self.events += 1
         return 1
 
     cdef StreamSymbol find_symbol(self, const JsonCursor* c, const JsonSpan* span):

@@ -325,11 +325,13 @@ class StreamSim(SimServer):
                 self.book_subs[sym][cid] = client
                 return {"ok": True}, [self._event("orderbook", self._orderbook(sym))]
             iv = msg.get("interval")
-            try:
-                kind, length, offset = parse_interval(iv)
-            except Exception:
-                kind = ""
-            if kind != "time":
+            kind, length, offset = "", 0, 0
+            if isinstance(iv, str):
+                try:
+                    kind, length, offset = parse_interval(iv)
+                except ValueError:
+                    pass
+            if kind != "time" or not isinstance(iv, str):
                 return {"ok": False, "code": 404, "message": f"unknown interval {iv}"}, []
             ks = self.klines.get((sym, iv))
             if ks is None:
