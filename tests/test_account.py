@@ -351,3 +351,29 @@ def test_feed_mode_venue_frames_report_and_keep_state() -> None:
     assert full_state(acct) == before
     assert acct.error_count == len(errors) == 4
 
+
+
+def test_callbacks_may_add_orders_but_not_compact() -> None:
+    """A callback that grows the order array (realloc) leaves the account consistent;
+    compaction, which would move slots under the caller, is refused inside a callback."""
+    acct = account()
+    added: list[int] = []
+    refused: list[Exception] = []
+
+    def on_order(order: Order) -> None:
+        if order.order_id == "1" and not added:
+            for i in range(500):
+                added.append(acct.add_order(f"cb-{i}", "BTCUSDT", Side.ASK, 1, 100, status=S.NEW))
+        try:
+            acct.remove_closed_orders()
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            refused.append(exc)
+
+    seen_positions: list[int] = []
+    acct.add_order("1", "BTCUSDT", Side.BID, 5, 100, status=S.NEW)
+    acct.set_callbacks(on_order=on_order, on_position=lambda p: seen_positions.append(p.qty_lots))
+    assert acct.apply_fill("1", 1, 100, 5)
+    assert acct.order("1").status == S.FILLED and len(added) == 500
+    assert seen_positions == [5]
+    assert refused and "inside an account callback" in str(refused[0])
+    acct._check_invariants()

@@ -46,6 +46,7 @@ cdef class Account:
     cdef readonly uint64_t stale_count
     cdef readonly uint64_t callback_error_count
     cdef readonly uint64_t fill_count
+    cdef int callback_depth             # > 0 while a user callback runs
     cdef object on_order_cb
     cdef object on_position_cb
     cdef object on_balance_cb

@@ -31,7 +31,7 @@ from engine._core.positions cimport (
     PS_CREATED, PS_COMPLETED, PS_FAILED, PS_COUNT,
 )
 
-from engine.errors import DecimalError, InvalidTransition
+from engine.errors import DecimalError, EngineError, InvalidTransition
 from engine._core.orders import OrderInputError
 
 log = logging.getLogger("engine.account")
@@ -127,6 +127,7 @@ cdef class Account:
 
     cdef void _call(self, object cb, object arg, object arg2=None) noexcept:
         # The one place user callbacks run: errors are logged, counted, swallowed.
+        self.callback_depth += 1
         try:
             if arg2 is None:
                 cb(arg)
@@ -135,6 +136,8 @@ cdef class Account:
         except Exception:
             self.callback_error_count += 1
             log.exception("account callback %r failed", cb)
+        finally:
+            self.callback_depth -= 1
 
     cdef int _fail(self, object exc) except -1:
         self.error_count += 1
@@ -265,6 +268,7 @@ cdef class Account:
         """C entry for decoders: 1 applied, 0 refused in feed mode (raises otherwise)."""
         cdef OrderRec* o = &self.order_recs[slot]
         cdef int64_t cost = 0
+        cdef Py_ssize_t islot
         cdef OrderResult r = order_check_fill(o, price_ticks, qty_lots, trade_id, &cost)
         if r != OR_OK:
             self._fail(order_error(r, self.order_ids[slot], o.status, OE_FILL,
@@ -282,8 +286,9 @@ cdef class Account:
         order_commit_fill(o, qty_lots, trade_id, cost, ts_ns)
         self.fill_count += 1
         if self.on_order_cb is not None or self.on_position_cb is not None:
+            islot = o.instrument_idx    # read before user code runs: `o` may dangle after
             self._notify_order(slot)
-            self._notify_position(self.order_recs[slot].instrument_idx)
+            self._notify_position(islot)
         return 1
 
     def apply_order_event(self, str order_id, int event, int64_t ts_ns=0, int64_t seq=0):
@@ -352,9 +357,10 @@ cdef class Account:
                 return 0
             self.fill_count += 1
         o[0] = tmp
+        # `o` may dangle once a callback has run (it can add orders: realloc).
         self._notify_order(slot)
         if folded:
-            self._notify_position(o.instrument_idx)
+            self._notify_position(tmp.instrument_idx)
         return 1
 
     def order(self, str order_id):
@@ -403,7 +409,10 @@ cdef class Account:
 
     def remove_closed_orders(self):
         """Forget closed orders (their ids can no longer be updated) and compact the
-        array; slots of the remaining orders change. Returns how many were removed. O(n)."""
+        array; slots of the remaining orders change, so it is refused (``EngineError``)
+        from inside a callback. Returns how many were removed. O(n)."""
+        if self.callback_depth:
+            raise EngineError("remove_closed_orders cannot run inside an account callback")
         cdef Py_ssize_t i, k = 0
         ids = []
         cids = []
@@ -788,7 +797,7 @@ cdef class Account:
         except (OrderInputError, DecimalError, InvalidTransition, KeyError, TypeError, OverflowError) as exc:
             self._fail(exc)
             return 0
-        # Phase 2: commit, then notify.
+        # Phase 2: commit, then notify (slots and instrument slots, never pointers).
         changed = []
         for key, tmp in plans.items():
             if isinstance(key, str):
