@@ -401,6 +401,7 @@ def test_burst_mode_frames_rebuild_the_burst_book(loop_kind: str) -> None:
                 rep = await raw.call("subscribe", {"channel": BOOK})
                 assert rep["subscribe"]["epoch"] == "burst"
                 await raw.c.wait_frames(2 + n + 1, timeout=10)
+                assert raw.c.frames[2:] == sim.burst_payloads  # the very same bytes
                 raw._drain()
                 mirror = Mirror(sim.market.instruments)
                 for p in raw.pubs(BOOK):

@@ -240,6 +240,8 @@ class CadenzaSim(SimServer):
         self.burst_count = burst
         self.burst_symbol = burst_symbol or next(iter(self.market.instruments))
         self._burst = encode_burst([])
+        #: Burst mode: the snapshot + N delta push messages, as sent (after ``start``).
+        self.burst_payloads: list[bytes] = []
         self.burst_book: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
 
     def __repr__(self) -> str:  # the token never appears
@@ -353,7 +355,7 @@ class CadenzaSim(SimServer):
 
     async def on_start(self) -> None:
         if self.burst_count:
-            self._prepare_burst()
+            self.prepare_burst()
         if self.interval_s is not None:
             self.every(self.interval_s, self.advance, "market")
         self.every(self.ping_s, self._ping, "ping", pausable=False)
@@ -509,7 +511,12 @@ class CadenzaSim(SimServer):
 
     # -- burst mode -----------------------------------------------------------------
 
-    def _prepare_burst(self) -> None:
+    def prepare_burst(self) -> None:
+        """Encode the burst (``start`` does it in burst mode): fills
+        :attr:`burst_payloads` (the push messages) and :attr:`burst_book` (the book
+        after them) from a copy of the market. O(burst x depth); idempotent."""
+        if self.burst_payloads:
+            return
         sym = self.burst_symbol
         inst = self.market.instruments[sym]
         market = copy.deepcopy(self.market)  # the live market stays at its start state
@@ -530,7 +537,10 @@ class CadenzaSim(SimServer):
                     frames.append(
                         f'{{"push":{{"channel":"{ch_name}","pub":{{"data":{data},"offset":{seq}}}}}}}'.encode())
         self._burst = encode_burst(frames)
+        self.burst_payloads = frames
         self.burst_book = market.book(sym)
+
+    _prepare_burst = prepare_burst  # the name benchmarks/feed.py used first
 
     def _subscribe_burst(self, client: SimClient, conn: _Conn, cmd_id: int, ch: _Channel) -> str:
         conn.subs.add(ch.name)
