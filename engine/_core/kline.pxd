@@ -162,6 +162,8 @@ cdef class KlineAggregator:
     cdef int _call(self, object cb, str what, tuple args) except -1
 
     # Internal nogil steps of an update (no Python objects, no errors possible).
+    cdef void _batch_frame(self, Py_ssize_t i, const int64_t* pv, const int64_t* qv, const int64_t* tv,
+                           const int64_t* sv, Py_ssize_t n) noexcept nogil
     cdef void _roll(self, Py_ssize_t i, Frame* f, int64_t start_ns) noexcept nogil
     cdef void _close_bar(self, Py_ssize_t i, Frame* f) noexcept nogil
     cdef void _push_closed(self, Py_ssize_t i, Frame* f, const Bar* bar) noexcept nogil

@@ -144,25 +144,38 @@ cdef inline void _bar_out(const Frame* f, Bar* out) noexcept nogil:
         out.close_ts_ns = f.cur.last_trade_ts_ns
 
 
+cdef inline int64_t _buy_qty(int64_t q, int64_t side) noexcept nogil:
+    # q for a taker buy (side +1), else 0, without a branch: the side of the next trade
+    # is unpredictable and a mispredicted branch per trade costs more than the rest.
+    return q & -(<int64_t>(side > 0))
+
+
+cdef inline void _bar_update(Bar* b, kline_i128* notional, int64_t p, int64_t q, int64_t ts,
+                             int64_t buy_q, kline_i128 pq) noexcept nogil:
+    # Add a trade to an open bar. Inlined on a local copy of the bar in the batch loop,
+    # where the compiler then keeps the whole bar in registers.
+    if p > b.high_ticks:
+        b.high_ticks = p
+    if p < b.low_ticks:
+        b.low_ticks = p
+    if ts >= b.last_trade_ts_ns:
+        b.last_trade_ts_ns = ts
+        b.close_ticks = p
+    if ts < b.first_trade_ts_ns:
+        b.first_trade_ts_ns = ts
+        b.open_ticks = p
+    b.volume_lots += q
+    b.buy_volume_lots += buy_q
+    b.trade_count += 1
+    notional[0] += pq
+
+
 cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t buy_q,
                           kline_i128 pq) noexcept nogil:
     # buy_q (q for a taker buy, else 0) and pq (p * q) are computed once per trade by the
     # caller: no per-frame branch on the side, whose sign is unpredictable.
     if f.has_open:
-        if p > f.cur.high_ticks:
-            f.cur.high_ticks = p
-        if p < f.cur.low_ticks:
-            f.cur.low_ticks = p
-        if ts >= f.cur.last_trade_ts_ns:
-            f.cur.last_trade_ts_ns = ts
-            f.cur.close_ticks = p
-        if ts < f.cur.first_trade_ts_ns:
-            f.cur.first_trade_ts_ns = ts
-            f.cur.open_ticks = p
-        f.cur.volume_lots += q
-        f.cur.buy_volume_lots += buy_q
-        f.cur.trade_count += 1
-        f.cur_notional += pq
+        _bar_update(&f.cur, &f.cur_notional, p, q, ts, buy_q, pq)
         return
     f.has_open = 1
     f.cur.open_ticks = p
@@ -189,12 +202,16 @@ cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t bu
         f.first_open_ts_ns = f.cur.open_ts_ns
 
 
-cdef inline bint _threshold_reached(const Frame* f) noexcept nogil:
+cdef inline bint _reached(const Frame* f, const Bar* b, kline_i128 notional) noexcept nogil:
     if f.kind == FRAME_TICK:
-        return f.cur.trade_count >= f.threshold
+        return b.trade_count >= f.threshold
     if f.kind == FRAME_VOLUME:
-        return f.cur.volume_lots >= f.threshold
-    return f.cur_notional >= f.notional_threshold
+        return b.volume_lots >= f.threshold
+    return notional >= f.notional_threshold
+
+
+cdef inline bint _threshold_reached(const Frame* f) noexcept nogil:
+    return _reached(f, &f.cur, f.cur_notional)
 
 
 cdef inline bint _same_candle(const Bar* a, const Bar* b) noexcept nogil:
@@ -452,7 +469,9 @@ cdef class KlineAggregator:
         all 0) are 1-d integer arrays of one length (int64 preferred; other integer
         dtypes that fit are converted). The whole batch is checked before any trade is
         applied: a bad value raises KlineError naming its index, and nothing changes.
-        Callbacks fire once the whole batch is applied. O(n * frames). Returns n.
+        Callbacks fire once the whole batch is applied, grouped by frame (in construction
+        order), each frame's in time order; on_update once per frame. O(n * frames).
+        Returns n.
         """
         p_arr = _as_i64_array(prices, "prices")
         q_arr = _as_i64_array(qtys, "qtys")
@@ -472,7 +491,6 @@ cdef class KlineAggregator:
         cdef Py_ssize_t j, bad = -1
         cdef uint64_t qty_sum = 0
         cdef int64_t open_max = 0
-        cdef int st = KST_OK
         with nogil:
             for j in range(n):
                 if (qv[j] <= 0 or tv[j] < 0 or tv[j] > MAX_TS_NS or sv[j] < -1 or sv[j] > 1
@@ -495,13 +513,17 @@ cdef class KlineAggregator:
             self.rejected += 1
             raise KlineError(f"add_trades: batch volume {qty_sum} lots plus an open bar's {open_max} "
                              "would overflow int64; feed smaller batches")
+        # Frames are independent, so the batch runs frame by frame (each frame's state
+        # stays in registers over long runs of trades); callbacks then come grouped by
+        # frame, in construction order, each frame's in time order.
         with nogil:
-            for j in range(n):
-                st = self.apply_trade(pv[j], qv[j], tv[j], sv[j])
-                if st != KST_OK:  # unreachable after the check above; never ignore it
-                    break
-        if st != KST_OK:
-            raise KlineError(f"add_trades: internal volume overflow at index {j} after {j} trades applied")
+            for j in range(self.n_frames):
+                self._batch_frame(j, pv, qv, tv, sv, n)
+            self.trades_applied += n
+            if <uint64_t>self.volume_bound > <uint64_t>INT64_MAX - qty_sum:
+                self.volume_bound = INT64_MAX
+            else:
+                self.volume_bound += <int64_t>qty_sum
         if self.n_events or self.updated_mask:
             self.dispatch()
         return n
@@ -524,7 +546,7 @@ cdef class KlineAggregator:
         cdef Frame* frames = self.frames
         cdef Frame* f
         cdef uint64_t touched = 0
-        cdef int64_t buy_q = q if side > 0 else 0
+        cdef int64_t buy_q = _buy_qty(q, side)
         cdef kline_i128 pq = <kline_i128>p * q
         # A trade that lands in an open bar must not overflow its volume, checked for
         # every frame before any change so a rejected trade changes nothing. Every open
@@ -563,6 +585,57 @@ cdef class KlineAggregator:
             self.updated_mask |= touched
         self.trades_applied += 1
         return KST_OK
+
+    cdef void _batch_frame(self, Py_ssize_t i, const int64_t* pv, const int64_t* qv, const int64_t* tv,
+                           const int64_t* sv, Py_ssize_t n) noexcept nogil:
+        # Apply trades [0, n) to frame i; same rules as apply_trade. Inputs are checked.
+        cdef Frame* f = &self.frames[i]
+        cdef Py_ssize_t j = 0
+        cdef int64_t p, q, ts, lo_ts, hi_ts
+        cdef Bar bar
+        cdef kline_i128 notional
+        cdef bint time_frame = f.kind == FRAME_TIME
+        while j < n:
+            p = pv[j]
+            q = qv[j]
+            ts = tv[j]
+            if time_frame:
+                if ts < f.period_start_ns:
+                    self._late(i, f, p, q, ts, sv[j])
+                    j += 1
+                    continue
+                if ts >= f.period_end_ns:
+                    self._roll(i, f, _align_down(ts, f.length_ns, f.offset_ns))
+            elif ts < f.last_closed_trade_ts_ns:
+                self._late(i, f, p, q, ts, sv[j])
+                j += 1
+                continue
+            _bar_add(f, p, q, ts, _buy_qty(q, sv[j]), <kline_i128>p * q)
+            j += 1
+            if self.record_update:
+                self.updated_mask |= (<uint64_t>1) << i
+            if not time_frame and _threshold_reached(f):
+                self._close_bar(i, f)
+                continue
+            # The run of following trades that stay in this open bar, on a local copy.
+            lo_ts = f.period_start_ns if time_frame else f.last_closed_trade_ts_ns
+            hi_ts = f.period_end_ns if time_frame else INT64_MAX
+            bar = f.cur
+            notional = f.cur_notional
+            while j < n:
+                ts = tv[j]
+                if ts < lo_ts or ts >= hi_ts:
+                    break
+                p = pv[j]
+                q = qv[j]
+                _bar_update(&bar, &notional, p, q, ts, _buy_qty(q, sv[j]), <kline_i128>p * q)
+                j += 1
+                if not time_frame and _reached(f, &bar, notional):
+                    break
+            f.cur = bar
+            f.cur_notional = notional
+            if not time_frame and _threshold_reached(f):
+                self._close_bar(i, f)
 
     cdef void apply_advance(self, int64_t ts) noexcept nogil:
         cdef Py_ssize_t i
