@@ -497,3 +497,28 @@ def test_venue_add_must_move_forward_and_modify_must_match() -> None:
         agg.venue_modify("1m", T0 + 2 * M, 1, 1, 1, 1, 1)
     cur = agg.current("1m", venue=True)
     assert cur is not None and cur["open_ts_ns"] == T0 + M
+
+
+def test_events_queued_by_update_callbacks_are_delivered_and_interrupts_drop_counted() -> None:
+    closes: list[int] = []
+    agg: KlineAggregator
+
+    def on_update(name: str, bar: Any) -> None:
+        if int(bar["close_ticks"]) == 100:  # feed a trade that closes the bar
+            agg.add_trade(101, 1, T0 + M, 0)
+
+    agg = KlineAggregator(INST, ("1m",), on_update=on_update, on_close=lambda n, b: closes.append(int(b["close_ticks"])))
+    agg.add_trade(100, 1, T0, 0)
+    assert closes == [100] and agg.events_dropped == 0
+    cur = agg.current("1m")
+    assert cur is not None and cur["close_ticks"] == 101
+
+    def interrupt(name: str, bar: Any) -> None:
+        raise KeyboardInterrupt
+
+    two = KlineAggregator(INST, ("1s", "1m"), empty="skip", on_close=interrupt)
+    two.add_trade(100, 1, T0, 0)
+    with pytest.raises(KeyboardInterrupt):
+        two.add_trade(101, 1, T0 + M, 0)  # closes two bars; the first callback interrupts
+    assert two.events_dropped == 1 and two.callback_errors == 0
+    assert len(two.bars("1s")) == 1 and len(two.bars("1m")) == 1  # state complete regardless

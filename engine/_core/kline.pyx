@@ -739,27 +739,36 @@ cdef class KlineAggregator:
             return 0  # a callback fed more data: the outer loop delivers its events
         self.dispatching = True
         try:
-            while i < self.n_events:
-                ev = self.events[i]  # copy: a re-entrant update may realloc the queue
-                i += 1
-                name = self.names[ev.frame]
-                if ev.kind == EV_CLOSE:
-                    self._call(self._on_close, "on_close", (name, _record(&ev.bar)))
-                elif ev.kind == EV_LATE:
-                    self._call(self._on_late, "on_late",
-                               (name, ev.bar.open_ticks, ev.bar.volume_lots, ev.bar.open_ts_ns, ev.bar.flags))
-                else:
-                    local = None if ev.other.trade_count < 0 else _record(&ev.other)
-                    self._call(self._on_divergence, "on_divergence", (name, local, _record(&ev.bar)))
-            self.n_events = 0
-            mask = self.updated_mask
-            self.updated_mask = 0
-            for j in range(self.n_frames):
-                if (mask >> j) & 1 and self.frames[j].has_open:
-                    _bar_out(&self.frames[j], &cur)
-                    self._call(self._on_update, "on_update", (self.names[j], _record(&cur)))
+            while True:
+                while i < self.n_events:
+                    ev = self.events[i]  # copy: a re-entrant update may realloc the queue
+                    i += 1
+                    name = self.names[ev.frame]
+                    if ev.kind == EV_CLOSE:
+                        self._call(self._on_close, "on_close", (name, _record(&ev.bar)))
+                    elif ev.kind == EV_LATE:
+                        self._call(self._on_late, "on_late", (name, ev.bar.open_ticks, ev.bar.volume_lots,
+                                                              ev.bar.open_ts_ns, ev.bar.flags))
+                    else:
+                        local = None if ev.other.trade_count < 0 else _record(&ev.other)
+                        self._call(self._on_divergence, "on_divergence", (name, local, _record(&ev.bar)))
+                self.n_events = 0
+                i = 0
+                mask = self.updated_mask
+                self.updated_mask = 0
+                if mask == 0:
+                    break
+                for j in range(self.n_frames):
+                    if (mask >> j) & 1 and self.frames[j].has_open:
+                        _bar_out(&self.frames[j], &cur)
+                        self._call(self._on_update, "on_update", (self.names[j], _record(&cur)))
+                # Loop: update callbacks may have fed trades whose events are queued.
         finally:
+            # Only reached early by a BaseException (KeyboardInterrupt...) out of a
+            # callback: the undelivered notifications are dropped, and counted.
+            self.events_dropped += self.n_events - i
             self.n_events = 0
+            self.updated_mask = 0
             self.dispatching = False
         return 0
 
