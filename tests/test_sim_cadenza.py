@@ -215,9 +215,12 @@ def test_connect_auth_and_error_replies(loop_kind: str) -> None:
             codes = [(await raw.reply(i)).get("error", {}).get("code") for i in ids]
             assert codes == [107, 102, 103, None, 105, 103, 104, 108, None]
             assert len(raw.c.frames) == n + 1
-            sim.fail_next("subscribe", 100, temporary=True)
+            sim.fail_next("subscribe", 100)
             rep = await raw.call("subscribe", {"channel": TRADES})
             assert rep["error"] == {"code": 100, "message": "internal server error", "temporary": True}
+            sim.fail_next("subscribe", 109)
+            rep = await raw.call("subscribe", {"channel": TRADES})
+            assert rep["error"] == {"code": 109, "message": "token expired"}
             await raw.close()
 
             bad = await Raw.open(sim.url)
@@ -387,6 +390,23 @@ def test_skip_sequence_then_resubscribe_resyncs(loop_kind: str) -> None:
             await raw.close()
             with pytest.raises(KeyError):
                 sim.skip_sequence("NOPE")
+    run_case(loop_kind, case)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_stalled_client_that_overflows_is_closed_slow(loop_kind: str) -> None:
+    async def case() -> None:
+        async with _manual(max_queue=20) as sim:
+            raw = await _connected(sim)
+            await raw.call("subscribe", {"channel": BOOK})
+            sim.stall(10.0)
+            for _ in range(100):
+                sim.advance(1)  # one push frame per step at most
+                if sim.stats["slow_clients"]:
+                    break
+            await asyncio.wait_for(raw.t.wait_disconnected(), 5)
+            assert (raw.c.close_code, raw.c.close_reason) == (3008, "slow")
+            assert sim.stats["slow_clients"] == 1
     run_case(loop_kind, case)
 
 

@@ -100,6 +100,9 @@ _ERROR_MESSAGES = {
 }
 
 
+_TEMPORARY_ERRORS = frozenset({100, 111})
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -199,7 +202,8 @@ class CadenzaSim(SimServer):
     path: ClassVar[str] = "/connection/websocket"
     malformed_payload: ClassVar[bytes] = (
         b'{"push":{"channel":"market:orderBook:BTC-USDT","pub":{"data":{"type":"delta","seq":')
-    slow_close_code: ClassVar[int] = 3008  # Centrifugo "slow"
+    slow_close_code: ClassVar[int] = 3008  # Centrifugo DisconnectSlow
+    slow_close_reason: ClassVar[str] = "slow"
     version: ClassVar[str] = "cadenza-sim 1.0"
 
     def __init__(self, market: MarketSource | None = None, *, seed: int = 1,
@@ -345,9 +349,12 @@ class CadenzaSim(SimServer):
         self.stats["faults"] += 1
 
     def fail_next(self, method: str, code: int, message: str | None = None,
-                  temporary: bool = False) -> None:
+                  temporary: bool | None = None) -> None:
         """Answer the next ``method`` command ("connect", "subscribe", ...) of any
-        client with error ``code`` instead of processing it."""
+        client with error ``code`` instead of processing it. ``message`` and
+        ``temporary`` default to Centrifugo's (100 and 111 are temporary)."""
+        if temporary is None:
+            temporary = code in _TEMPORARY_ERRORS
         self._fail_next[method] = (code, message or _ERROR_MESSAGES.get(code, "error"), temporary)
         self.stats["faults"] += 1
 

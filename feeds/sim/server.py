@@ -448,8 +448,9 @@ class SimServer:
     path: ClassVar[str] = "/"
     #: Frame sent by :meth:`send_malformed` when no payload is given: truncated JSON.
     malformed_payload: ClassVar[bytes] = b'{"truncated":[1,2'
-    #: Close code used when a client's send queue overflows.
+    #: Close code and reason used when a client's send queue overflows.
     slow_close_code: ClassVar[int] = 1008
+    slow_close_reason: ClassVar[str] = "slow consumer"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, max_queue: int = 100_000,
                  max_frame_size: int = 1 << 20) -> None:
@@ -625,8 +626,9 @@ class SimServer:
         """``client``'s socket is closed; it is no longer in :attr:`clients`."""
 
     def on_slow_client(self, client: SimClient) -> None:
-        """``client``'s send queue overflowed. Default: close it with ``slow_close_code``."""
-        client.close(self.slow_close_code, "slow consumer")
+        """``client``'s send queue overflowed. Default: close it with
+        ``slow_close_code`` / ``slow_close_reason``."""
+        client.close(self.slow_close_code, self.slow_close_reason)
 
     async def on_start(self) -> None:
         """Called once the socket listens: start the venue's tasks with :meth:`spawn`."""
