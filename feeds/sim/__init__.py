@@ -7,8 +7,10 @@
   held as exact integer ticks/lots, and a recorded-Binance source.
 - :mod:`feeds.sim.cadenza`: Cadenza (Centrifugo client protocol, JSON v2).
 - :mod:`feeds.sim.binance`: recorded Binance combined streams and the REST depth snapshot.
+- one more module per venue, each built on :class:`SimServer`.
 
-Command line: ``python -m feeds.sim cadenza|binance --port N --seed S``.
+Command line: ``python -m feeds.sim <venue> --port N --seed S`` (``--help`` lists the
+venues: every module with a ``from_cli`` function).
 """
 from feeds.sim.server import HttpHandler, SimClient, SimHttpServer, SimServer
 

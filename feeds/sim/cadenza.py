@@ -44,6 +44,9 @@ Number formats: prices and sizes with the instrument's tick/lot decimals
 ``avgEntryPrice`` is the cost basis per unit truncated to a whole tick; timestamps
 are integer ns of the market's synthetic clock.
 
+A client whose bounded send queue overflows (stalled, or not reading) is closed with
+3008 "slow", like Centrifugo's DisconnectSlow.
+
 Faults beyond the base ones (drop, close, malformed, oversize, stall, reject_auth):
 :meth:`CadenzaSim.skip_sequence` (a book delta is applied and its ``seq`` consumed
 but never published), :meth:`CadenzaSim.reset_history` (new epoch: recovery fails),
