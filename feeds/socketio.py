@@ -168,9 +168,11 @@ def parse_open(text: str) -> OpenInfo:
     sid = body.get("sid")
     interval = body.get("pingInterval")
     timeout = body.get("pingTimeout")
-    for name, v in (("pingInterval", interval), ("pingTimeout", timeout)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise DecodeError(f"socket.io: open packet {name} must be a positive integer (ms), got {v!r}", 1)
+    # python-engineio advertises int(seconds) * 1000, so a fractional interval below 1 s
+    # arrives as 0: accepted (the deadline is then pingTimeout alone).
+    for name, v, low in (("pingInterval", interval, 0), ("pingTimeout", timeout, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise DecodeError(f"socket.io: open packet {name} must be an integer >= {low} (ms), got {v!r}", 1)
     if not isinstance(sid, str) or not sid:
         raise DecodeError(f"socket.io: open packet sid must be a non-empty string, got {sid!r}", 1)
     max_payload = body.get("maxPayload", 0)

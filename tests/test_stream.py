@@ -30,7 +30,7 @@ from feeds.stream import StreamVenue
 from feeds.stream_decode import StreamDecoder, StreamSymbol
 
 KEY = "stream-key-SHOULD-NOT-LEAK-42"
-FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
+FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
 STATES = {"New": "NEW", "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED", "Canceled": "CANCELED"}
 
 
@@ -632,7 +632,7 @@ def test_socketio_packets_roundtrip() -> None:
             decode_packet(bad)
     info = parse_open('0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}')
     assert (info.sid, info.ping_interval_ms, info.ping_timeout_ms, info.max_payload) == ("s", 25000, 20000, 1000000)
-    for bad in ('0{"sid":"s","pingInterval":0,"pingTimeout":1}', '0{"pingInterval":1,"pingTimeout":1}', "0[", "0[]"):
+    for bad in ('0{"sid":"s","pingInterval":-1,"pingTimeout":1}', '0{"sid":"s","pingInterval":1,"pingTimeout":0}', '0{"pingInterval":1,"pingTimeout":1}', "0[", "0[]"):
         with pytest.raises(DecodeError):
             parse_open(bad)
     assert socketio_url("ws://h:1") == "ws://h:1/socket.io/" and socketio_url("https://h/x/") == "wss://h/x/"
