@@ -25,7 +25,7 @@ from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus, JsonKind, js_init, js_init_buffer, js_fail, js_peek,
     js_enter_object, js_enter_array, js_next_member, js_next_element, js_skip_value,
     js_expect_end, js_read_string, js_read_int64, js_read_bool, js_read_steps,
-    js_read_level, js_span_eq, js_unescape, js_raise,
+    js_read_levels, js_span_eq, js_unescape, js_raise,
     JS_OK, JS_END, JS_WRONG_TYPE, JS_OVERFLOW, JS_BAD_FIELD, JS_MISSING_FIELD,
     JS_DUPLICATE, JS_TOO_LONG, JK_OBJECT, JK_ARRAY, JK_STRING, JK_NUMBER,
 )
@@ -138,22 +138,11 @@ cdef str _error_context(BinanceDecoder self, int field):
         return f"binance {self.instrument.symbol} field {FIELD_NAMES[field]!r}"
     return f"binance {self.instrument.symbol} frame"
 
-cdef JsonStatus _levels(BinanceDecoder self, JsonCursor* c, Scan* s, int32_t side) noexcept nogil:
-    cdef Py_ssize_t count = 0
-    cdef LevelUpdate* lv
-    cdef JsonStatus st = js_enter_array(c)
-    while st == JS_OK:
-        st = js_next_element(c, &count)
-        if st != JS_OK:
-            break
-        if s.n_levels >= self.capacity:
-            return js_fail(c, JS_TOO_LONG, c.pos)   # unreachable: decode() reserves
-        lv = &self.levels[s.n_levels]
-        st = js_read_level(c, self.price_decimals, self.tick_units, self.qty_decimals,
-                           self.lot_units, False, &lv.price_ticks, &lv.qty_lots)
-        lv.side = side
-        s.n_levels += 1
-    return JS_OK if st == JS_END else st
+cdef inline JsonStatus _levels(BinanceDecoder self, JsonCursor* c, Scan* s, int32_t side) noexcept nogil:
+    # decode() reserved n // 6 + 2 rows, more than any frame of n bytes can hold.
+    return js_read_levels(c, self.price_decimals, self.tick_units, self.qty_decimals,
+                          self.lot_units, False, side, self.levels, self.capacity, &s.n_levels)
+
 
 cdef JsonStatus _ms(BinanceDecoder self, JsonCursor* c, int64_t* out) noexcept nogil:
     cdef Py_ssize_t start = c.pos

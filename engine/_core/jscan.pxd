@@ -48,6 +48,8 @@
 #     if st != JS_OK: js_raise(&c, st, "binance depthUpdate")
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
+from engine._core.types cimport LevelUpdate
+
 cdef enum:
     JS_DEFAULT_MAX_DEPTH = 64
 
@@ -156,6 +158,16 @@ cdef JsonStatus js_read_steps(JsonCursor* c, int32_t decimals, int64_t step_unit
 cdef JsonStatus js_read_level(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
                               int32_t qty_decimals, int64_t lot_units, bint allow_extra,
                               int64_t* price_ticks, int64_t* qty_lots) noexcept nogil
+
+# A whole array of levels [[price, qty], ...] appended to out[*n:cap] as LevelUpdate
+# rows with the given side (*n advanced per level). One call per array keeps the
+# per-level work inside this module. JS_TOO_LONG (err_pos at the level) when more than
+# cap - *n levels; otherwise the statuses of js_read_level. On error *n is unspecified
+# and out[] may hold partial rows: the frame must be dropped whole.
+cdef JsonStatus js_read_levels(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
+                               int32_t qty_decimals, int64_t lot_units, bint allow_extra,
+                               int32_t side, LevelUpdate* out, Py_ssize_t cap,
+                               Py_ssize_t* n) noexcept nogil
 
 # --- spans -------------------------------------------------------------------------
 # Does the span's decoded text equal lit[0:n]? memcmp when it has no escapes.

@@ -11,7 +11,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
-from engine._core.types cimport Status, ST_OK, ST_NEGATIVE
+from engine._core.types cimport Status, ST_OK, ST_NEGATIVE, LevelUpdate
 from engine._core.decimals cimport dec_to_steps, dec_status_message
 
 from engine.errors import DecodeError
@@ -654,11 +654,22 @@ cdef JsonStatus js_expect_end(JsonCursor* c) noexcept nogil:
 cdef JsonStatus js_read_level(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
                               int32_t qty_decimals, int64_t lot_units, bint allow_extra,
                               int64_t* price_ticks, int64_t* qty_lots) noexcept nogil:
-    cdef Py_ssize_t count = 0, start
-    cdef JsonStatus st = js_enter_array(c)
+    cdef Py_ssize_t count = 0, start = _skip_ws(c)
+    cdef JsonStatus st
+    # Fast path for the compact form venues send: ["61837.63000000","3.78826000"].
+    # Any deviation rewinds to `start` and takes the general path below.
+    if start + 1 < c.len and c.buf[start] == c'[' and c.buf[start + 1] == c'"' and c.depth < c.max_depth:
+        c.pos = start + 1
+        if (_plain_decimal(c, price_decimals, tick_units, price_ticks) and c.pos + 1 < c.len
+                and c.buf[c.pos] == c',' and c.buf[c.pos + 1] == c'"'):
+            c.pos += 1
+            if _plain_decimal(c, qty_decimals, lot_units, qty_lots) and c.pos < c.len and c.buf[c.pos] == c']':
+                c.pos += 1
+                return JS_OK
+        c.pos = start
+    st = js_enter_array(c)
     if st != JS_OK:
         return st
-    start = c.pos - 1
     st = js_next_element(c, &count)
     if st == JS_OK:
         st = js_read_steps(c, price_decimals, tick_units, price_ticks)
@@ -680,6 +691,27 @@ cdef JsonStatus js_read_level(JsonCursor* c, int32_t price_decimals, int64_t tic
             if not allow_extra:
                 return js_fail(c, JS_BAD_FIELD, c.pos)
             st = js_skip_value(c)
+    return JS_OK if st == JS_END else st
+
+
+cdef JsonStatus js_read_levels(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
+                               int32_t qty_decimals, int64_t lot_units, bint allow_extra,
+                               int32_t side, LevelUpdate* out, Py_ssize_t cap,
+                               Py_ssize_t* n) noexcept nogil:
+    cdef Py_ssize_t count = 0
+    cdef LevelUpdate* lv
+    cdef JsonStatus st = js_enter_array(c)
+    while st == JS_OK:
+        st = js_next_element(c, &count)
+        if st != JS_OK:
+            break
+        if n[0] >= cap:
+            return js_fail(c, JS_TOO_LONG, c.pos)
+        lv = &out[n[0]]
+        st = js_read_level(c, price_decimals, tick_units, qty_decimals, lot_units, allow_extra,
+                           &lv.price_ticks, &lv.qty_lots)
+        lv.side = side
+        n[0] += 1
     return JS_OK if st == JS_END else st
 
 
