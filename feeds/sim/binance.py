@@ -63,8 +63,9 @@ def _wire(s: str) -> str:
 
 class BinanceSim(SimServer):
     """Binance spot simulator over a :class:`RecordedBinance` (default: the tests'
-    recording). Parameters: ``interval_s`` and ``frames_per_tick`` (replay pace; the
-    defaults send about 50,000 frames a second), ``http_port`` (REST port, 0: free),
+    recording). Parameters: ``interval_s`` and ``frames_per_tick`` (replay pace: up
+    to ``frames_per_tick`` recorded lines every ``interval_s`` seconds), ``http_port``
+    (REST port, 0: free), ``ping_s`` (WebSocket PING interval; clients answer PONG),
     plus the :class:`SimServer` parameters. See the module docstring."""
 
     name: ClassVar[str] = "binance"
@@ -90,9 +91,8 @@ class BinanceSim(SimServer):
         self._book = BookState()
         bids, asks = self.recording.snapshot_levels()
         self._book.replace(bids, asks)
-        self._snapshot_id = int(self.recording.snapshot["lastUpdateId"])  # type: ignore[call-overload]
         #: ``u`` of the last depth diff applied to the book (the snapshot's id until then).
-        self.last_update_id = self._snapshot_id
+        self.last_update_id = int(self.recording.snapshot["lastUpdateId"])
         self.cursor = 0
         self._past_snapshot = False
         self._skip = 0
@@ -207,8 +207,8 @@ class BinanceSim(SimServer):
             return 400, b'{"code":-1100,"msg":"Illegal value for parameter \'limit\'."}'
         if not self._past_snapshot:
             snap = self.recording.snapshot
-            body = {"lastUpdateId": snap["lastUpdateId"], "bids": snap["bids"][:limit],  # type: ignore[index]
-                    "asks": snap["asks"][:limit]}  # type: ignore[index]
+            body = {"lastUpdateId": snap["lastUpdateId"], "bids": snap["bids"][:limit],
+                    "asks": snap["asks"][:limit]}
             return 200, json.dumps(body, separators=(",", ":")).encode()
         inst = self.instrument
         bids, asks = self._book.levels()

@@ -25,7 +25,7 @@ import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol, Sequence, Union
+from typing import Any, Iterator, Mapping, Protocol, Sequence, Union
 
 from sortedcontainers import SortedDict
 
@@ -541,7 +541,7 @@ class RecordedBinance:
         if not snaps:
             raise ValueError("recording has no REST depth snapshot line")
         self.snapshot_frame = snaps[0]
-        self.snapshot: dict[str, object] = json.loads(snaps[0].raw)
+        self.snapshot: dict[str, Any] = json.loads(snaps[0].raw)
 
     @classmethod
     def load(cls, path: str | Path, instrument: Instrument, limit: int | None = None) -> RecordedBinance:
@@ -575,8 +575,8 @@ class RecordedBinance:
         """The REST snapshot as (bids, asks) best first, in ticks/lots."""
         inst = self.instrument
         snap = self.snapshot
-        bids = [(inst.price_to_ticks(p), inst.qty_to_lots(q)) for p, q in snap["bids"]]  # type: ignore[attr-defined]
-        asks = [(inst.price_to_ticks(p), inst.qty_to_lots(q)) for p, q in snap["asks"]]  # type: ignore[attr-defined]
+        bids = [(inst.price_to_ticks(p), inst.qty_to_lots(q)) for p, q in snap["bids"]]
+        asks = [(inst.price_to_ticks(p), inst.qty_to_lots(q)) for p, q in snap["asks"]]
         return bids, asks
 
     def events(self, symbol: str | None = None) -> Iterator[BookSnapshot | BookDelta | Trade]:
@@ -586,7 +586,7 @@ class RecordedBinance:
         ``ValueError`` on a gap) and every trade recorded after the snapshot."""
         sym = symbol or self.instrument.symbol
         inst = self.instrument
-        last = int(self.snapshot["lastUpdateId"])  # type: ignore[call-overload]
+        last = int(self.snapshot["lastUpdateId"])
         bids, asks = self.snapshot_levels()
         yield BookSnapshot(sym, self.snapshot_frame.recv_ns, bids, asks, last)
         after = False
