@@ -21,13 +21,15 @@ Callback policy (one wrapper, ``Engine._invoke``, calls every user callback):
   it inside the callback or copy what you keep (``book.bids(10)`` returns a copy);
 - a callback that raises is logged with its traceback and counted
   (``Engine.callback_errors`` and the feed's ``callback_errors``); the feed and the state
-  are unaffected and the remaining callbacks still run;
+  are unaffected and the remaining callbacks still run (``feeds._hotpath.invoke_callbacks``
+  is the one wrapper; ``_callback_failed`` / ``_callback_result`` are its policy);
 - ``async def`` callbacks run as tasks so they never block the receive loop; at most
   ``max_pending_callbacks`` such tasks are alive at once: beyond that a new one is
   dropped (closed without running) and counted in ``Engine.callbacks_dropped``.
 
-Latency: every dispatch records ``time.time_ns() - recv_ns`` (frame off the socket to
-the moment callbacks start) into the feed's fixed-size latency ring.
+Latency: every dispatch (``feeds._hotpath.Dispatch``, compiled) records ``now - recv_ns``
+(frame off the socket to the moment callbacks start, wall-clock ns) into the feed's
+fixed-size latency ring.
 
 Adding a venue: one entry in ``VENUES`` ("name": "module:Class"); the class implements
 ``feeds.venue.Venue`` and is built as ``Class(engine, name=..., url=..., token=...,
@@ -59,7 +61,7 @@ VENUES: dict[str, str] = {
 _time_ns = time.time_ns
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
 
-__all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]  # Dispatch: feeds._hotpath
+__all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]  # Dispatch lives in feeds._hotpath
 
 
 def venue_class(name: str) -> type[Venue]:

@@ -1,15 +1,17 @@
 """Cadenza (Centrifugo JSON v2) frame decoder; schemas in ``feeds.cadenza``."""
-from typing import Any, Union
+from typing import Any
+
+from typing_extensions import disjoint_base
 
 from engine._core.book import OrderBook
 from engine._core.instrument import Instrument
-
-Buffer = Union[bytes, bytearray, memoryview]
+from feeds._hotpath import Dispatch, FrameSink
 
 KIND_BOOK: int
 KIND_TRADE: int
 KIND_ACCOUNT: int
 
+@disjoint_base
 class Channel:
     """One subscribed channel and its recovery position (survives reconnects)."""
 
@@ -27,7 +29,8 @@ class Channel:
     def __init__(self, name: str, kind: int, instrument: Instrument | None = None,
                  book: OrderBook | None = None) -> None: ...
 
-class CadenzaDecoder:
+@disjoint_base
+class CadenzaDecoder(FrameSink):
     """Decodes Cadenza frames in place (jscan) into books, trades and the venue's
     account handlers. ``feed`` raises DecodeError for a malformed message."""
 
@@ -36,9 +39,8 @@ class CadenzaDecoder:
     stale_publications: int
     dropped_unsynced: int
     unknown_channel: int
-    def __init__(self, venue: Any, dispatch: Any, trade_type: Any,
+    def __init__(self, venue: Any, dispatch: Dispatch, trade_type: Any,
                  instruments: dict[str, Instrument]) -> None: ...
     def add_channel(self, ch: Channel) -> Channel: ...
     @property
     def channel_list(self) -> list[Channel]: ...
-    def feed(self, frame: Buffer, recv_ns: int) -> None: ...

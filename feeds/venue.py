@@ -21,7 +21,10 @@ Rules for implementers (four more venues are built on this: prices, stream, real
 botplatform):
 
 - ``on_frame`` is the hot path. ``payload`` is a read-only memoryview that BORROWS
-  picows' read buffer: it is valid only until ``on_frame`` returns. Decode it in place
+  picows' read buffer: it is valid only until ``on_frame`` returns. Faster: set
+  ``frame_sink`` to a compiled decoder (a ``feeds._hotpath.FrameSink`` subclass; cimport
+  it from ``feeds/_hotpath.pxd``) whose ``on_frame_c(const char* buf, n, recv_ns)`` gets
+  picows' buffer with no Python frame in between (``feeds.cadenza`` does). Decode it in place
   (a Cython decoder over ``engine._core.jscan``) and copy out only what must live on.
   No ``json.loads`` for books, trades, klines or order updates; rare messages
   (notifications, chat, presence) may use a JSON library.
@@ -35,8 +38,9 @@ botplatform):
   subscriptions are confirmed (also resets the backoff), ``feed.count_gap()``,
   ``feed.count_resync()``, and ``feed.send_text(...)`` for replies (pongs, pings).
 - State changes first, callbacks after: a venue updates the core objects, then calls
-  the ``engine.engine.Dispatch`` it was built with (``dispatch.book(book, recv_ns)``,
-  ``.trade``, ``.bar``, ``.order``, ``.position``, ``.balance``); the engine's one wrapper
+  the ``feeds._hotpath.Dispatch`` it was built with (``dispatch.book(book, recv_ns)``,
+  ``.trade``, ``.order``, ``.position``, ``.balance``; bars come from the aggregators
+  the engine feeds with trades); the one wrapper
   invokes user callbacks and catches their errors. The venue never calls user code.
 - Secrets: take tokens as ``feeds.session.Secret`` and call ``.reveal()`` only where the
   value goes on the wire. Never put a secret in an exception message or a log line.
@@ -55,7 +59,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Mapping, Sequence
 
 if TYPE_CHECKING:
     from engine._core.instrument import Instrument
-    from engine.engine import Dispatch, Engine
+    from engine.engine import Engine
+    from feeds._hotpath import Dispatch
     from feeds.session import Feed, Secret
 
 
