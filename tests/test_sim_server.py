@@ -24,7 +24,7 @@ from picows import (
     WSUpgradeRequest, WSUpgradeResponse, ws_connect,
 )
 
-from feeds.sim.server import SimClient, SimHttpServer, SimServer, encode_burst
+from feeds.sim.server import SimClient, SimHttpServer, SimServer, encode_burst, refuse_handshake
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -221,8 +221,7 @@ class HandshakeAuthSim(EchoSim):
         if not super().accept(request):
             return False
         if self.reject_auth or request.headers.get("Authorization") != "Bearer good":
-            refusal: WSUpgradeResponse = WSUpgradeResponse.create_error_response(401, b"unauthorized")
-            return refusal
+            return refuse_handshake(401, b"unauthorized")
         return True
 
 

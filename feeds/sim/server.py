@@ -18,8 +18,8 @@ How to add a venue simulator
    - ``accept(request)``: routing and handshake checks beyond the path (query
      parameters, headers): return True (upgrade), False (HTTP 404) or a
      ``picows.WSUpgradeResponse`` to answer instead of upgrading (e.g.
-     ``WSUpgradeResponse.create_error_response(401, b"unauthorized")`` for a venue
-     that authenticates in the handshake; honour ``self.reject_auth`` there).
+     ``refuse_handshake(401, b"unauthorized")`` for a venue that authenticates in
+     the handshake; honour ``self.reject_auth`` there).
    - ``on_connect(client)``: greet (Engine.IO ``0{...}`` open packet, ...), set
      ``client.state`` to the venue's per-connection state object.
    - ``on_message(client, payload: bytes, binary: bool)``: one complete client
@@ -115,7 +115,8 @@ from picows import (
     ws_create_server,
 )
 
-__all__ = ["Burst", "SimClient", "SimServer", "SimHttpServer", "HttpHandler", "encode_burst"]
+__all__ = ["Burst", "SimClient", "SimServer", "SimHttpServer", "HttpHandler", "encode_burst",
+           "refuse_handshake"]
 
 log = logging.getLogger("feeds.sim")
 
@@ -170,6 +171,13 @@ def encode_burst(frames: Sequence[bytes], binary: bool = False, chunk_bytes: int
         counts.append(len(parts) // 2)
         payloads.append(size)
     return Burst(tuple(chunks), tuple(counts), tuple(payloads), len(frames))
+
+
+def refuse_handshake(status: int, body: bytes = b"") -> WSUpgradeResponse:
+    """An HTTP response that refuses a WebSocket upgrade (for ``accept`` to return),
+    e.g. ``refuse_handshake(401, b"unauthorized")``."""
+    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(status, body)
+    return response
 
 
 def _check_close_code(code: int) -> None:
