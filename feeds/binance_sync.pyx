@@ -10,6 +10,7 @@ The rules (Binance's "how to manage a local order book"):
   futures (USD-M, COIN-M) ``U <= lastUpdateId <= u``;
 - every later diff must chain: spot ``U == previous u + 1``, futures
   ``pu == previous u``; a diff with ``u <=`` the last applied ``u`` is stale (duplicate);
+- a snapshot no newer than an in-sync book is dropped as stale (``dropped_stale``);
 - anything else is a gap: the sync goes ``out_of_sync``, ``gaps`` counts it, the
   ``on_gap(sync, reason)`` callback is called, and nothing is applied (diffs are
   buffered again) until a new snapshot is fed.
@@ -209,6 +210,12 @@ cdef class BinanceBookSync:
         cdef DepthHeader* hdr = &self.decoder.depth
         cdef Py_ssize_t i
         cdef PendingDiff* p
+        if (self.state == SYNC_LIVE or self.state == SYNC_BRIDGING) and \
+                hdr.final_update_id <= self.book.last_update_id:
+            # A snapshot no newer than the synced book (a late REST reply): replacing
+            # the book would only move it backwards.
+            self.dropped_stale += 1
+            return 0
         self.book.replace_with(self.decoder.levels, hdr.n_levels)
         self.book.last_update_id = hdr.final_update_id
         self.book.event_ts_ns = hdr.event_ts_ns

@@ -264,11 +264,22 @@ def test_duplicated_frames_are_dropped_as_stale() -> None:
     sync.feed(d1)
     state = book_state(book)
     sync.feed(d1)
-    sync.feed(SNAP.replace(b"100", b"100"))  # same snapshot again re-syncs to 100 ...
-    sync.feed(d1)                            # ... and the diff bridges it again
-    assert book_state(book) == state
+    sync.feed(SNAP)                          # a late copy of the snapshot: stale too
     sync.feed(d1)
-    assert sync.dropped_stale == 2 and sync.gaps == 0
+    assert book_state(book) == state
+    assert sync.dropped_stale == 3 and sync.gaps == 0 and sync.snapshots == 1
+
+
+def test_newer_snapshot_while_live_resyncs() -> None:
+    book, sync = make_sync()
+    sync.feed(SNAP)
+    sync.feed(depth(101, 102, [["100.10", "1"]], []))
+    sync.feed(snapshot(110, [["99.00", "5"]], [["101.00", "1"]]))
+    assert sync.state_name == "bridging" and book.best_bid() == (9900, 500000)
+    sync.feed(depth(103, 108, [["100.20", "1"]], []))     # stale against 110
+    sync.feed(depth(109, 111, [["99.50", "1"]], []))      # bridges 110 + 1
+    assert sync.state_name == "live" and book.best_bid() == (9950, 100000)
+    assert (sync.dropped_stale, sync.gaps, sync.snapshots) == (1, 0, 2)
 
 
 def test_reordered_frames_are_a_gap() -> None:
