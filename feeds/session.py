@@ -682,6 +682,8 @@ class Feed:
                 try:
                     self.venue.heartbeat(now_ns)
                 except FeedError as exc:
+                    # A heartbeat failure is a liveness failure (e.g. no server ping).
+                    self._set_status(FeedStatus.STALE, str(exc))
                     self._abort(exc)
                     return
 

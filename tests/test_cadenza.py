@@ -258,6 +258,7 @@ def test_stall_detected_by_missing_ping(run: Any) -> None:
             await step(h, 20)
             await h.status(FeedStatus.RECONNECTING, timeout=4)
             assert "no ping" in h.feed.status_reason
+            assert any(e.status is FeedStatus.STALE and "no ping" in e.reason for e in h.statuses)
             await step(h, 20)
             await h.caught_up(timeout=6)
             h.assert_same_state()

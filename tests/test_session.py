@@ -327,3 +327,64 @@ def test_record_path_writes_every_frame(run: Any, tmp_path: Any) -> None:
             got = [(r.payload, r.recv_ns) for r in read_lines(path)]
             assert got == venue.frames
     run(main())
+
+
+def test_backoff_grows_with_jitter_and_cap() -> None:
+    feed = Feed(EchoVenue("ws://127.0.0.1:9/ws"),
+                SessionOptions(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0, jitter=0.5, seed=4))
+    delays = []
+    for attempt in range(1, 8):
+        feed._attempt = attempt
+        delays.append(feed._backoff_s())
+    bases = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert all(b * 0.5 <= d <= b for d, b in zip(delays, bases)), delays
+    assert len(set(delays)) == len(delays)  # jittered
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str] | None:
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        return None
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    proc = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                           "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                           "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
+    return (cert, key) if proc.returncode == 0 else None
+
+
+def test_tls_verification_is_on_by_default(run: Any, tmp_path: Any) -> None:
+    import ssl
+    pair = _self_signed(tmp_path)
+    if pair is None:
+        pytest.skip("openssl CLI not available")
+    cert, key = pair
+
+    async def main() -> None:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        srv = await ws_create_server(lambda request: ServerConn(server), "127.0.0.1", 0, ssl=server_ctx)
+        server = Server(lambda c: c.send(b"secure"))
+        url = f"wss://127.0.0.1:{srv.sockets[0].getsockname()[1]}/ws"
+        try:
+            # Untrusted self-signed certificate: refused, never connected.
+            feed = Feed(EchoVenue(url), SessionOptions(**dict(FAST, max_attempts=2)))
+            events: list[StatusEvent] = []
+            feed._on_status = events.append
+            feed.start()
+            await asyncio.wait_for(feed.wait_closed(), 5)
+            assert feed.status is FeedStatus.FAILED and not feed.connected_once
+            assert any("CERTIFICATE_VERIFY_FAILED" in e.reason or "SSL" in e.reason for e in events)
+            # Trusting that certificate explicitly: connects and receives.
+            trust = ssl.create_default_context(cafile=cert)
+            venue = EchoVenue(url)
+            feed = Feed(venue, SessionOptions(**dict(FAST, ssl_context=trust)))
+            feed.start()
+            await wait_for(lambda: venue.frames[:1] == [(b"secure", venue.frames[0][1])] if venue.frames else False)
+            await feed.close()
+        finally:
+            for c in server.conns:
+                c.transport.disconnect(False)
+            srv.close()
+            await srv.wait_closed()
+    run(main())
