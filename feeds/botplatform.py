@@ -127,7 +127,8 @@ from feeds.symbols import SymbolInfo, SymbolRegistry
 from feeds.venue import CloseDecision, CloseInfo, Endpoint, Reconnect, Terminal, Venue
 
 if TYPE_CHECKING:
-    from engine.engine import Dispatch, Engine
+    from engine.engine import Engine
+    from feeds._hotpath import Dispatch
     from feeds.session import Feed, Secret
 
 log = logging.getLogger("feeds.botplatform")
@@ -255,9 +256,8 @@ class BotPlatformVenue(Venue):
         super().bind(feed, dispatch)
         dec = BotPlatformDecoder(self, self.account, dispatch, self.instruments)
         self.decoder = dec
-        # Instance attribute: the session's listener calls the decoder's entry point
-        # directly, so a message costs one call into Cython and nothing in Python.
-        self.on_frame = dec.feed  # type: ignore[method-assign,assignment]
+        # The session's listener hands picows' buffer to the decoder in C.
+        self.frame_sink = dec
 
     def on_energy(self, callback: Callable[[NftEnergy], Any]) -> Callable[[NftEnergy], Any]:
         """``callback(NftEnergy)`` after every applied NftEnergyUpdate (and the energy
@@ -288,8 +288,10 @@ class BotPlatformVenue(Venue):
         feed.send_text(b'{"event":"Subscribe","data":{"topics":["User","Symbol"]}}')
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("botplatform venue used before bind()")
+        """Python entry (tools, replay): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("botplatform venue used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def on_close(self, close: CloseInfo) -> CloseDecision:
         """Terminal close codes and terminal errors stop; everything else reconnects."""

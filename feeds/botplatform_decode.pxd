@@ -11,6 +11,7 @@
 from libc.stdint cimport int32_t, int64_t
 
 from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+from feeds._hotpath cimport FrameSink, Dispatch
 
 cdef enum EventKind:
     EV_NONE = 0
@@ -76,10 +77,10 @@ ctypedef struct BotRecord:
     int64_t energy             # NftEnergyUpdate / Snapshot: units of 1e-8; -1 absent
 
 
-cdef class BotPlatformDecoder:
+cdef class BotPlatformDecoder(FrameSink):
     cdef object venue                  # feeds.botplatform.BotPlatformVenue (cold handlers)
     cdef object account                # engine Account (feed mode); None: user data ignored
-    cdef object dispatch               # engine.engine.Dispatch
+    cdef Dispatch dispatch
     cdef list instruments              # Instrument objects, InstSpec order
     cdef list instrument_names         # bytes owning InstSpec.name
     cdef InstSpec* specs               # PyMem-owned, freed in __dealloc__

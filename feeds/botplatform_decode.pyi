@@ -1,11 +1,10 @@
 """Bot platform frame decoder (jscan); wire schemas in ``feeds.botplatform``."""
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 from typing_extensions import disjoint_base
 
 from engine._core.instrument import Instrument
-
-_Buffer = Union[bytes, bytearray, memoryview]
+from feeds._hotpath import Dispatch, FrameSink
 
 KIND_POSITION_CREATE: int
 KIND_POSITION_UPDATE: int
@@ -18,7 +17,7 @@ ORDER_SIDE_NAMES: tuple[str, ...]
 POSITION_SIDE_NAMES: tuple[str, ...]
 
 @disjoint_base
-class BotPlatformDecoder:
+class BotPlatformDecoder(FrameSink):
     """Decodes bot platform frames in place into the Account; sequence state survives
     reconnects. ``feed`` raises DecodeError for a malformed frame (nothing applied)."""
 
@@ -41,7 +40,6 @@ class BotPlatformDecoder:
     def unknown_symbol(self) -> int: ...
     @property
     def unknown_messages(self) -> int: ...
-    def __init__(self, venue: Any, account: Any, dispatch: Any, instruments: Iterable[Instrument]) -> None: ...
+    def __init__(self, venue: Any, account: Any, dispatch: Dispatch, instruments: Iterable[Instrument]) -> None: ...
     def current_positions(self) -> dict[str, str]: ...
     def reset_connection(self) -> None: ...
-    def feed(self, frame: _Buffer, recv_ns: int) -> None: ...

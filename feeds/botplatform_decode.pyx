@@ -9,7 +9,6 @@ instrument's exact decimals (``decimals.dec_to_steps``). Nothing is applied unti
 whole frame validated, so a bad frame raises DecodeError and changes nothing. Cold
 messages (Auth, Symbol, Notification) go to the venue as the raw bytes of ``data``.
 """
-from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawRealloc, PyMem_RawFree
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcmp, strlen
@@ -18,13 +17,16 @@ from engine._core.types cimport Status, ST_OK, ST_NEGATIVE, ST_OVERFLOW, ST_SYNT
 from engine._core.decimals cimport dec_to_steps
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
+    js_init,
     JsonCursor, JsonSpan, JsonStatus,
     JS_OK, JS_END, JS_NOT_FOUND, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_MISSING_FIELD,
     JS_WRONG_TYPE, JS_DUPLICATE, JS_TOO_LONG,
-    js_init_buffer, js_fail, js_enter_object, js_enter_array, js_next_member, js_next_element,
+    js_fail, js_enter_object, js_enter_array, js_next_member, js_next_element,
     js_skip_value, js_expect_end, js_read_string, js_read_int64, js_read_null, js_find_key,
     js_span_eq, js_span_to_str, js_raise,
 )
+
+from feeds._hotpath cimport FrameSink, Dispatch
 
 from engine.errors import DecodeError
 
@@ -223,7 +225,8 @@ cdef class BotPlatformDecoder:
     whose positions and orders are tracked (objects for other symbols are counted in
     ``unknown_symbol`` and skipped).
 
-    ``feed(frame, recv_ns)`` is the hot path: O(frame length) scanning plus
+    ``on_frame_c`` (C, called by the session's listener with picows' buffer) is the hot
+    path, ``feed(frame, recv_ns)`` its Python entry: O(frame length) scanning plus
     O(instruments) to match a symbol, then one Account call per object. Sequence rules
     (``last_seq``, ``synced``) are in ``feeds.botplatform``. Raises DecodeError for a
     malformed frame (nothing applied)."""
@@ -233,7 +236,7 @@ cdef class BotPlatformDecoder:
         self.snap_positions = NULL
         self.snap_orders = NULL
 
-    def __init__(self, venue, account, dispatch, instruments):
+    def __init__(self, venue, account, Dispatch dispatch not None, instruments):
         cdef Instrument inst
         cdef Py_ssize_t i
         cdef int64_t step
@@ -293,16 +296,13 @@ cdef class BotPlatformDecoder:
         ``last_seq`` and the position bookkeeping are kept."""
         self.synced = False
 
-    def feed(self, frame, int64_t recv_ns):
-        """Decode and apply one WebSocket message (bytes-like; borrowed for this call
-        only). DecodeError for a malformed message: nothing of it is applied."""
+    cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode and apply one WebSocket message buf[0:n] (BORROWED from picows' read
+        buffer: valid for this call only). DecodeError for a malformed message: nothing
+        of it is applied. ``feed(frame, recv_ns)`` is the Python entry."""
         cdef JsonCursor c
-        cdef Py_buffer view
-        js_init_buffer(&c, frame, &view)
-        try:
-            self.decode_frame(&c, recv_ns)
-        finally:
-            PyBuffer_Release(&view)
+        js_init(&c, buf, n)
+        return self.decode_frame(&c, recv_ns)
 
     # ---- envelope ----------------------------------------------------------------------
     cdef int decode_frame(self, JsonCursor* c, int64_t recv_ns) except -1:
@@ -712,7 +712,7 @@ cdef class BotPlatformDecoder:
             ok = acct.on_position_update(pid, sym, POSITION_STATUS_NAMES[rec.status], qty, entry, None,
                                          realized, rec.ts_ns)
         self.note_refusal(before, "PositionCreate" if create else "PositionUpdate", pid)
-        if ok and self.dispatch.wants("position"):
+        if ok and self.dispatch.position_cbs:
             self.dispatch.position(acct.position(sym), recv_ns)
         return 0
 
@@ -738,7 +738,7 @@ cdef class BotPlatformDecoder:
                                                stop, rec.filled_lots, rec.ts_ns, seq)
         self.note_refusal(before, "PositionOrderCreate" if rec.kind == BK_ORDER_CREATE
                           else "PositionOrderUpdate", oid)
-        if ok and self.dispatch.wants("order"):
+        if ok and self.dispatch.order_cbs:
             self.dispatch.order(acct.order(oid), recv_ns)
         return 0
 

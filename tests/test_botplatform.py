@@ -20,6 +20,7 @@ from engine import Engine, Instrument
 from engine.account import Account, OrderStatus, OrderType, PositionStatus
 from engine.errors import DecodeError, InvalidTransition
 from feeds.botplatform import BotPlatformVenue, NftEnergy, Notification, is_terminal_close, parse_symbol
+from feeds._hotpath import Dispatch, FeedCounters
 from feeds.botplatform_decode import BotPlatformDecoder
 from feeds.session import Feed, FeedStatus
 from feeds.sim.botplatform import BotPlatformSim, BotScenario, encode_order, encode_position
@@ -487,15 +488,11 @@ class _Venue:
         return record
 
 
-class _Dispatch:
-    def wants(self, kind: str) -> bool:
-        return False
-
-
 def _decoder(sc: BotScenario) -> tuple[BotPlatformDecoder, Account, _Venue]:
     acct = Account("A-1", sc.instruments.values(), feed_mode=True)
     venue = _Venue()
-    dec = BotPlatformDecoder(venue, acct, _Dispatch(), list(sc.instruments.values()))
+    dispatch = Dispatch(Engine(bar_intervals=()), "botplatform", FeedCounters())
+    dec = BotPlatformDecoder(venue, acct, dispatch, list(sc.instruments.values()))
     dec.user_id = "U-1"
     return dec, acct, venue
 
