@@ -109,7 +109,7 @@ cdef class RealtimeDecoder:
         if n > self.max_message_bytes:
             self.oversize += 1
             raise DecodeError(f"realtime: message of {n} bytes exceeds the maximum "
-                              f"message size of {self.max_message_bytes} bytes; refused", 0)
+                              f"message size of {self.max_message_bytes} bytes; refused", -1)
         return self.decode(buf, n, recv_ns)
 
     cdef Quote find(self, const JsonCursor* c, const JsonSpan* span):
