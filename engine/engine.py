@@ -56,6 +56,7 @@ log = logging.getLogger("engine")
 VENUES: dict[str, str] = {
     "cadenza": "feeds.cadenza:CadenzaVenue",
     "binance": "feeds.binance:BinanceVenue",
+    "botplatform": "feeds.botplatform:BotPlatformVenue",
 }
 
 _time_ns = time.time_ns
