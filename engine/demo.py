@@ -59,10 +59,19 @@ async def _binance(seed: int) -> DemoSetup:
     return DemoSetup(sim, [sim.instrument], dict(url=sim.url, rest_url=sim.rest_url))
 
 
+async def _botplatform(seed: int) -> DemoSetup:
+    from feeds.sim.botplatform import BotPlatformSim
+    token = "demo-token"
+    sim = BotPlatformSim(seed=seed, token=token, interval_s=0.02)
+    await sim.start()
+    return DemoSetup(sim, list(sim.instruments.values()), dict(url=sim.url, token=token, account_id=sim.user_id))
+
+
 #: Demo registry: venue name (as in ``engine.engine.VENUES``) -> simulator factory.
 DEMO_VENUES: dict[str, Callable[[int], Awaitable[DemoSetup]]] = {
     "cadenza": _cadenza,
     "binance": _binance,
+    "botplatform": _botplatform,
 }
 
 
