@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import time
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Sequence
 
 from engine._core.book import OrderBook
@@ -59,7 +58,6 @@ VENUES: dict[str, str] = {
     "botplatform": "feeds.botplatform:BotPlatformVenue",
 }
 
-_time_ns = time.time_ns
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
 
 __all__ = ["BarClose", "Dispatch", "Engine", "Trade", "VENUES", "venue_class"]  # Dispatch lives in feeds._hotpath

@@ -26,10 +26,12 @@ Secrets never reach logs, reprs or errors: wrap tokens in ``Secret`` (its repr i
 masked); every message the feed logs or puts in a status reason goes through
 ``mask_secrets`` which replaces any revealed secret value with ``***``.
 
-Hot path: picows calls ``_Listener.on_ws_frame`` with a frame whose payload borrows the
-read buffer; the listener takes the receive time, bumps two counters and hands the
-memoryview to the venue's ``on_frame`` (a Cython decoder) in the same call. Nothing is
-copied unless recording is on.
+Hot path (compiled, ``feeds._hotpath``): picows calls ``FrameListener.on_ws_frame`` with
+a frame whose payload borrows the read buffer; the listener takes the receive time,
+bumps two counters and hands the payload pointer to the venue's ``frame_sink`` (C), or a
+memoryview to its ``on_frame``, in the same call. Nothing is copied unless recording is
+on. This module (``_Listener`` and ``Feed``) handles everything rare: close frames,
+fragments, errors, reconnects.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -48,7 +50,6 @@ from picows import (
     WSError,
     WSFrame,
     WSInvalidStatusError,
-    WSListener,
     WSMsgType,
     WSTransport,
     ws_connect,
@@ -206,7 +207,6 @@ class SessionOptions:
     latency_capacity: int = 4096
     recorder: Recorder | None = None
     record_path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _TEXT = WSMsgType.TEXT
