@@ -95,8 +95,8 @@ reconnect (``heartbeat``). Closes: ``44`` connect refused is terminal for auth e
 ``41``/``1`` and socket drops reconnect with the session's backoff; every subscription
 is re-emitted on each connection.
 
-Hot path: ``feeds.stream_decode.StreamDecoder.feed`` is installed as ``on_frame``; it
-decodes the four events above from picows' buffer (no ``json.loads``) and hands the
+Hot path: ``feeds.stream_decode.StreamDecoder`` is the venue's ``frame_sink``: the
+session's compiled listener calls it with picows' buffer; it decodes the four events above from picows' buffer (no ``json.loads``) and hands the
 rest (a few control packets a minute) to :class:`feeds.socketio.SocketIOClient`.
 """
 from __future__ import annotations
@@ -112,7 +112,8 @@ from feeds.stream_decode import StreamDecoder, StreamSymbol
 from feeds.venue import CloseDecision, CloseInfo, Endpoint, Reconnect, Terminal, Venue
 
 if TYPE_CHECKING:
-    from engine.engine import Dispatch, Engine
+    from engine.engine import Engine
+    from feeds._hotpath import Dispatch
     from feeds.session import Feed, Secret
 
 log = logging.getLogger("feeds.stream")
@@ -191,9 +192,8 @@ class StreamVenue(Venue):
             subs.append(("openorders", {"apiKey": self.token}))
         self.subscriptions = subs
         self.decoder = dec
-        # Instance attribute: the session's listener calls the decoder's entry point
-        # directly, so a market-data frame costs one call into Cython.
-        self.on_frame = dec.feed  # type: ignore[method-assign,assignment]
+        # The session's listener hands picows' buffer to the decoder in C.
+        self.frame_sink = dec
 
     def endpoint(self) -> Endpoint:
         """The Socket.IO URL with the Engine.IO WebSocket query."""
@@ -210,8 +210,10 @@ class StreamVenue(Venue):
             feed.send_text(text)
 
     def on_frame(self, payload: memoryview, recv_ns: int) -> None:
-        """Replaced per instance in ``bind`` by the decoder's entry point."""
-        raise FeedError("stream venue used before bind()")
+        """Python entry (tools, replay): the session uses ``frame_sink`` directly."""
+        if self.decoder is None:
+            raise FeedError("stream venue used before bind()")
+        self.decoder.feed(payload, recv_ns)
 
     def heartbeat(self, now_ns: int) -> None:
         """Open/connect/ping/ack deadlines of the Socket.IO client."""

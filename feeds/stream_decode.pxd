@@ -1,7 +1,8 @@
 # C-level contract of the stream venue (Socket.IO) frame decoder.
 #
 # One StreamDecoder per venue (state survives reconnects: last trade id and seq per
-# symbol). Every frame that starts with the Socket.IO event prefix `42[` (after the
+# symbol); it is the venue's frame_sink, so the session's compiled listener calls
+# on_frame_c with picows' buffer and no Python frame in between. Every frame that starts with the Socket.IO event prefix `42[` (after the
 # namespace, if any) and names a market-data event (orderbook, kline, openorders,
 # positions) is decoded in place with engine._core.jscan from picows' buffer: first
 # into scratch memory and locals (no state change), then, once the whole frame proved
@@ -14,6 +15,7 @@ from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.kline cimport KlineAggregator
 from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+from feeds._hotpath cimport FrameSink, Dispatch
 
 cdef enum StreamEvent:
     EV_NONE = 0
@@ -58,9 +60,9 @@ cdef class StreamSymbol:
     cdef readonly int64_t trades      # new trades applied (duplicates excluded)
 
 
-cdef class StreamDecoder:
+cdef class StreamDecoder(FrameSink):
     cdef object venue                 # feeds.stream.StreamVenue (cold-path handlers)
-    cdef object dispatch              # engine.engine.Dispatch
+    cdef Dispatch dispatch            # the feed's callback dispatch (C-level calls)
     cdef object trade_type            # engine.engine.Trade
     cdef list symbols                 # of StreamSymbol; a handful: linear match
     cdef bytes ns_prefix              # b"" for "/", else b"/ns," as on the wire

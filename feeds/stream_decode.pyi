@@ -1,13 +1,12 @@
 """Stream venue (Socket.IO) frame decoder; payload schemas in ``feeds.stream``."""
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 from typing_extensions import disjoint_base
 
 from engine._core.book import OrderBook
 from engine._core.instrument import Instrument
 from engine._core.kline import KlineAggregator
-
-_Buffer = Union[bytes, bytearray, memoryview]
+from feeds._hotpath import Dispatch, FrameSink
 
 EVENT_ORDERBOOK: int
 EVENT_KLINE: int
@@ -34,7 +33,7 @@ class StreamSymbol:
     def interval_names(self) -> list[str]: ...
 
 @disjoint_base
-class StreamDecoder:
+class StreamDecoder(FrameSink):
     """Decodes stream-venue frames in place (jscan) into books, trades, venue candles
     and the venue's account handlers. ``feed`` raises DecodeError for a bad frame."""
 
@@ -45,9 +44,8 @@ class StreamDecoder:
     unknown_symbol: int
     seq_gaps: int
     seq_resets: int
-    def __init__(self, venue: Any, dispatch: Any, trade_type: Any, namespace: str = "/") -> None: ...
+    def __init__(self, venue: Any, dispatch: Dispatch, trade_type: Any, namespace: str = "/") -> None: ...
     def add_symbol(self, sym: StreamSymbol) -> StreamSymbol: ...
     @property
     def symbol_list(self) -> list[StreamSymbol]: ...
     def symbol(self, name: str) -> StreamSymbol: ...
-    def feed(self, frame: _Buffer, recv_ns: int) -> None: ...

@@ -9,7 +9,6 @@ nothing). Any other frame is handed to the venue's cold path (``venue.on_control
 as text: Engine.IO open/ping/close, Socket.IO connect/ack/disconnect/errors and events
 this decoder does not know.
 """
-from cpython.buffer cimport PyBuffer_Release
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcmp
@@ -22,7 +21,7 @@ from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus, JsonKind,
     JS_OK, JS_END, JS_ERROR, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
     JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE, JK_OBJECT, JK_ARRAY,
-    js_init, js_init_buffer, js_fail, js_enter_object, js_enter_array, js_next_member,
+    js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_span_eq, js_span_to_str, js_raise, js_peek,
 )
@@ -103,7 +102,8 @@ cdef class StreamSymbol:
 cdef class StreamDecoder:
     """Decodes stream-venue frames in place (see the module docstring).
 
-    ``feed(payload, recv_ns)`` is the hot path: O(frame length) scanning; an orderbook
+    ``on_frame_c`` (C, called by the session's listener with picows' buffer; ``feed``
+    from Python) is the hot path: O(frame length) scanning; an orderbook
     costs O(levels log levels) in the book's replace, plus O(trades^2) for sorting its
     (few) trades. Cold handlers on ``venue``: ``on_control(text, recv_ns)``,
     ``on_ping(recv_ns)``, ``on_seq_gap(symbol, seq, last)``, ``on_openorders(cancel,
@@ -115,7 +115,7 @@ cdef class StreamDecoder:
         self.trade_rows = NULL
         self.trades_cap = 0
 
-    def __init__(self, venue, dispatch, trade_type, str namespace="/"):
+    def __init__(self, venue, Dispatch dispatch not None, trade_type, str namespace="/"):
         if not namespace.startswith("/"):
             raise ValueError(f"namespace must start with '/', got {namespace!r}")
         self.venue = venue
@@ -166,41 +166,34 @@ cdef class StreamDecoder:
             self.trades_cap = n
         return 0
 
-    def feed(self, frame, int64_t recv_ns):
-        """Decode one WebSocket message (bytes-like; borrowed for this call only).
-        Raises DecodeError for a malformed frame (nothing of it applied); FeedError
-        from the cold path when the connection must end."""
-        cdef JsonCursor whole
-        cdef Py_buffer view
-        cdef const char* p
-        cdef Py_ssize_t n, i, k
-        js_init_buffer(&whole, frame, &view)
-        try:
-            p = <const char*>view.buf
-            n = view.len
-            if n == 1 and p[0] == b'2':
-                self.pings += 1
-                self.venue.on_ping(recv_ns)
-                return
-            if n >= 3 and p[0] == b'4' and p[1] == b'2':
-                i = 2
-                k = len(self.ns_prefix)
-                if k:
-                    if n - i > k and memcmp(p + i, <const char*>self.ns_prefix, k) == 0:
-                        i += k
-                    else:
-                        i = -1   # another namespace, or malformed: cold path decides
-                elif p[i] == b'/':
-                    i = -1
-                if i > 0:
-                    while i < n and b'0' <= p[i] <= b'9':
-                        i += 1   # an ack id the server asked for: data events are not acked
-                    if i < n and p[i] == b'[':
-                        if self.decode_event(p + i, n - i, recv_ns):
-                            return
-            self.venue.on_control(p[:n].decode("utf-8", "replace"), recv_ns)
-        finally:
-            PyBuffer_Release(&view)
+    cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Decode one WebSocket message buf[0:n] (BORROWED from picows' read buffer:
+        valid for this call only). Raises DecodeError for a malformed frame (nothing of
+        it applied); FeedError from the cold path when the connection must end. The
+        Python entry ``feed(frame, recv_ns)`` (FrameSink) serves tests and replay."""
+        cdef Py_ssize_t i, k
+        if n == 1 and buf[0] == b'2':
+            self.pings += 1
+            self.venue.on_ping(recv_ns)
+            return 0
+        if n >= 3 and buf[0] == b'4' and buf[1] == b'2':
+            i = 2
+            k = len(self.ns_prefix)
+            if k:
+                if n - i > k and memcmp(buf + i, <const char*>self.ns_prefix, k) == 0:
+                    i += k
+                else:
+                    i = -1   # another namespace, or malformed: the cold path decides
+            elif buf[i] == b'/':
+                i = -1
+            if i > 0:
+                while i < n and b'0' <= buf[i] <= b'9':
+                    i += 1   # an ack id the server asked for: data events are not acked
+                if i < n and buf[i] == b'[':
+                    if self.decode_event(buf + i, n - i, recv_ns):
+                        return 0
+        self.venue.on_control(buf[:n].decode("utf-8", "replace"), recv_ns)
+        return 0
 
     cdef int decode_event(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         """Decode ``["name",payload]``; 1 when handled here, 0 for the cold path."""

@@ -460,28 +460,30 @@ class _Venue:
         self.balances.append((items, ts_ns))
 
 
-class _Dispatch:
-    def __init__(self) -> None:
+class _Seen:
+    """What the engine's callbacks saw through the real (compiled) Dispatch."""
+
+    def __init__(self, eng: Engine) -> None:
         self.books = 0
         self.trades: list[Trade] = []
+        eng.on_book(self.on_book)
+        eng.on_trade(self.trades.append)
 
-    def book(self, book: Any, recv_ns: int) -> None:
+    def on_book(self, book: Any) -> None:
         self.books += 1
 
-    def trade(self, trade: Trade, recv_ns: int) -> None:
-        self.trades.append(trade)
 
-
-def _decoder(namespace: str = "/") -> tuple[StreamDecoder, Any, Any, _Dispatch, _Venue]:
-    from engine import OrderBook
+def _decoder(namespace: str = "/") -> tuple[StreamDecoder, Any, Any, _Seen, _Venue]:
     from engine._core.kline import KlineAggregator
+    from feeds._hotpath import Dispatch, FeedCounters
     inst = Instrument("BTC-USDT", "0.01", "0.00001")
-    book = OrderBook(inst)
+    eng = Engine(bar_intervals=())
+    book = eng.add_instrument(inst)
     agg = KlineAggregator(inst, ("1s", "1m"))
-    venue, dispatch = _Venue(), _Dispatch()
-    dec = StreamDecoder(venue, dispatch, Trade, namespace)
+    venue, seen = _Venue(), _Seen(eng)
+    dec = StreamDecoder(venue, Dispatch(eng, "t", FeedCounters()), Trade, namespace)
     dec.add_symbol(StreamSymbol(inst, book, agg, ["1m"]))
-    return dec, book, agg, dispatch, venue
+    return dec, book, agg, seen, venue
 
 
 def _ob(seq: int, bids: list[tuple[int, int]], asks: list[tuple[int, int]], trades: list[Any] = (),  # type: ignore[assignment]
