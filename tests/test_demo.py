@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"connected", "frames", "errors", "gaps", "reconnects", "best_bid", "best_ask"}
 
 
-def _check_row(row: dict[str, Any]) -> None:
+def _check_row(row: dict[str, Any], book: bool = True) -> None:
     assert REQUIRED <= set(row)
     assert row["connected"] is True and row["frames"] > 0 and row["errors"] == 0
-    bid, ask = Decimal(row["best_bid"]), Decimal(row["best_ask"])  # exact decimal strings
-    assert 0 < bid < ask
+    if book:
+        bid, ask = Decimal(row["best_bid"]), Decimal(row["best_ask"])  # exact decimal strings
+        assert 0 < bid < ask
 
 
 def test_demo_json_every_venue() -> None:
@@ -29,9 +30,9 @@ def test_demo_json_every_venue() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
-    assert set(result) == set(demo.DEMO_VENUES) == {"cadenza", "binance"}
-    for row in result.values():
-        _check_row(row)
+    assert set(result) == set(demo.DEMO_VENUES) >= {"cadenza", "binance"}
+    for name, row in result.items():
+        _check_row(row, book=name in ("cadenza", "binance"))
     assert result["cadenza"]["best_bid"] == result["cadenza"]["books"]["BTC-USDT"]["best_bid"]
 
 
