@@ -182,3 +182,26 @@ def test_http_get_errors(run: Any) -> None:
                 await http_get("http://127.0.0.1:9/x", timeout_s=2)
             assert err.value.status == 0 and not err.value.terminal
     run(main())
+
+
+def test_multi_symbol_routing() -> None:
+    from engine import DecodeError, Instrument
+    eng = Engine()
+    eng.add_instrument(Instrument("BTCUSDT", "0.01", "0.00001"))
+    eng.add_instrument(Instrument("ETHUSDT", "0.01", "0.0001"))
+    feed = eng.connect("binance", url="wss://stream.example:9443", rest_url="https://api.example")
+    venue = feed.venue
+    assert isinstance(venue, BinanceVenue)
+    ep = venue.endpoint()
+    assert ep.url == ("wss://stream.example:9443/stream?streams=btcusdt@depth@100ms/btcusdt@trade/"
+                      "ethusdt@depth@100ms/ethusdt@trade")
+    diff = ('{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"%s","U":5,"u":6,'
+            '"b":[["10.00","1.0"]],"a":[]}}')
+    venue.on_frame(memoryview((diff % ("ethusdt", "ETHUSDT")).encode()), 1)
+    venue.on_frame(memoryview((diff % ("ethusdt", "ETHUSDT")).encode()), 2)
+    venue.on_frame(memoryview((diff % ("btcusdt", "BTCUSDT")).encode()), 3)
+    assert venue.syncs["ETHUSDT"].counters()["frames"] == 2
+    assert venue.syncs["BTCUSDT"].counters()["frames"] == 1
+    venue.on_frame(memoryview(b'{"result":null,"id":1}'), 4)  # reply to a live SUBSCRIBE
+    with pytest.raises(DecodeError, match="unknown stream"):
+        venue.on_frame(memoryview((diff % ("solusdt", "SOLUSDT")).encode()), 5)
