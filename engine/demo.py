@@ -205,12 +205,16 @@ async def run_demo(venues: Sequence[str], seconds: float, *, seed: int = 7, show
         venue_instruments = {name: s.instruments for name, s in setups.items()}
         t0 = time.monotonic()
         clear = show and out.isatty()
-        while (elapsed := time.monotonic() - t0) < seconds:
-            await asyncio.sleep(min(refresh_s, max(0.0, seconds - elapsed)))
-            if show:
-                print(_render(eng, strat, venue_instruments, time.monotonic() - t0, clear), file=out, flush=True)
-                if not clear:
-                    print(file=out)
+        try:
+            while (elapsed := time.monotonic() - t0) < seconds:
+                await asyncio.sleep(min(refresh_s, max(0.0, seconds - elapsed)))
+                if show:
+                    print(_render(eng, strat, venue_instruments, time.monotonic() - t0, clear), file=out,
+                          flush=True)
+                    if not clear:
+                        print(file=out)
+        except asyncio.CancelledError:
+            pass  # Ctrl-C: stop early, still close everything and print the summary
         result = summary(eng, venue_instruments)
     finally:
         await eng.close()
