@@ -19,6 +19,7 @@ cdef class MarketBook:
     """One market of the venue: its instrument, the engine's book and counters."""
     cdef readonly str market
     cdef bytes market_bytes            # UTF-8 name matched against the "prices" keys
+    cdef Py_ssize_t market_len
     cdef readonly Instrument instrument
     cdef readonly OrderBook book
     cdef readonly int64_t replaces     # PRICES entries applied (book replaced)

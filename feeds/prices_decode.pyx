@@ -42,6 +42,7 @@ cdef class MarketBook:
     def __init__(self, str market not None, Instrument instrument not None, OrderBook book not None):
         self.market = market
         self.market_bytes = market.encode()
+        self.market_len = len(self.market_bytes)
         self.instrument = instrument
         self.book = book
         self.frame_gen = 0
@@ -164,9 +165,9 @@ cdef class PricesDecoder:
         cdef MarketBook mb
         for mb in self.markets:
             if key.has_escapes:
-                if js_span_eq(c, key, <const char*>mb.market_bytes, len(mb.market_bytes)):
+                if js_span_eq(c, key, <const char*>mb.market_bytes, mb.market_len):
                     return mb
-            elif len(mb.market_bytes) == key.len and \
+            elif mb.market_len == key.len and \
                     memcmp(<const char*>mb.market_bytes, c.buf + key.start, key.len) == 0:
                 return mb
         return None

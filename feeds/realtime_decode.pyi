@@ -1,11 +1,14 @@
 """Realtime venue hot-message decoder; the wire format is in ``feeds.realtime``."""
 from typing import Any, Iterable
 
+from typing_extensions import disjoint_base
+
 from engine._core.instrument import Instrument
 from feeds._hotpath import Dispatch, FrameSink
 
 PCT_DECIMALS: int
 
+@disjoint_base
 class Quote:
     """Exact last price of one symbol (market:price), updated in place."""
 
@@ -25,6 +28,7 @@ class Quote:
     @property
     def change_percent(self) -> str | None: ...
 
+@disjoint_base
 class RealtimeDecoder(FrameSink):
     """Decodes market:price / trade:created in place; other types go to the venue.
     ``feed`` raises DecodeError for a bad or oversize message (nothing changed)."""

@@ -19,8 +19,11 @@ from engine._core.jscan cimport (
 
 from engine.errors import DecodeError
 
+cdef enum:
+    PCT_DEC = 6
+
 #: changePercent is kept exactly in units of 10**-PCT_DECIMALS percent.
-PCT_DECIMALS = 6
+PCT_DECIMALS = PCT_DEC
 
 cdef enum:
     K_NONE = 0
@@ -53,6 +56,7 @@ cdef class Quote:
         self.instrument = instrument
         self.symbol = instrument.symbol
         self.symbol_bytes = instrument.symbol.encode()
+        self.symbol_len = len(self.symbol_bytes)
 
     @property
     def last_price(self):
@@ -116,9 +120,9 @@ cdef class RealtimeDecoder:
         cdef Quote q
         for q in self.quotes:
             if span.has_escapes:
-                if js_span_eq(c, span, <const char*>q.symbol_bytes, len(q.symbol_bytes)):
+                if js_span_eq(c, span, <const char*>q.symbol_bytes, q.symbol_len):
                     return q
-            elif len(q.symbol_bytes) == span.len and \
+            elif q.symbol_len == span.len and \
                     memcmp(<const char*>q.symbol_bytes, c.buf + span.start, span.len) == 0:
                 return q
         return None
@@ -222,7 +226,7 @@ cdef class RealtimeDecoder:
             st = js_read_steps(_at(&c, &s_change), inst.price_decimals, inst.tick_units, &change_ticks)
             if st != JS_OK:
                 js_raise(&c, st, f"realtime {q.symbol} change")
-            st = js_read_steps(_at(&c, &s_pct), PCT_DECIMALS, 1, &pct_units)
+            st = js_read_steps(_at(&c, &s_pct), PCT_DEC, 1, &pct_units)
             if st != JS_OK:
                 js_raise(&c, st, f"realtime {q.symbol} changePercent")
             q.last_price_ticks = price_ticks

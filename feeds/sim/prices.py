@@ -209,7 +209,8 @@ class PricesSim(SimServer):
         if self._token is not None or self.reject_auth:
             auth = request.headers.get("Authorization")
             if self.reject_auth or auth != f"Bearer {self._token}":
-                return WSUpgradeResponse.create_error_response(401, b"unauthorized")
+                refused: WSUpgradeResponse = WSUpgradeResponse.create_error_response(401, b"unauthorized")
+                return refused
         return True
 
     def on_connect(self, client: SimClient) -> None:
