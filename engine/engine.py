@@ -56,6 +56,8 @@ VENUES: dict[str, str] = {
     "cadenza": "feeds.cadenza:CadenzaVenue",
     "binance": "feeds.binance:BinanceVenue",
     "botplatform": "feeds.botplatform:BotPlatformVenue",
+    "prices": "feeds.prices:PricesVenue",
+    "realtime": "feeds.realtime:RealtimeVenue",
 }
 
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
