@@ -199,3 +199,12 @@ def test_plain_decimal_fast_path_edges(text: str, step: str, expected: int) -> N
 def test_plain_decimal_fast_path_rejects_like_dec_to_steps(text: str, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         jscan.find_steps(b'{"p":"' + text.encode() + b'"}', "0.5" if text == "1.25" else "1", "p")
+
+
+def test_level_arrays_fast_and_general_paths_agree() -> None:
+    """Compact levels take jscan's one-pass path; spaced ones the general path."""
+    compact = b'{"b":[["61837.63000000","3.78826000"],["0.00000001","12345678.12345678"],["7","0"]],"x":"pad pad"}'
+    spaced = compact.replace(b",", b" , ").replace(b"[", b"[ ")
+    expected = [(6183763000000, 378826000), (1, 1234567812345678), (700000000, 0)]
+    for frame in (compact, spaced):
+        assert jscan.levels(frame, "0.00000001", "0.00000001", "b") == expected

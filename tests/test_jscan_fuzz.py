@@ -146,8 +146,8 @@ def test_random_bytes_never_crash(data: bytes) -> None:
 
 
 @settings(max_examples=1500, deadline=None, derandomize=True)
-@given(st.text(alphabet="0123456789.-+eE ", min_size=0, max_size=24),
-       st.sampled_from(["1", "0.01", "0.5", "0.00000001", "5", "0.25", "0.001"]))
+@given(st.text(alphabet="00123456789.-+eE ", min_size=0, max_size=30),
+       st.sampled_from(["1", "0.01", "0.5", "0.00000001", "5", "0.25", "0.001", "0.000000000001"]))
 def test_decimal_fast_path_equals_dec_to_steps(text: str, step: str) -> None:
     """jscan parses plain quoted decimals itself (one pass); every value it accepts or
     rejects must match decimals.dec_to_steps, reached through Instrument."""
@@ -158,10 +158,12 @@ def test_decimal_fast_path_equals_dec_to_steps(text: str, step: str) -> None:
         expected: int | None = inst.price_to_ticks(text)
     except DecimalError:
         expected = None
-    frame = b'{"p":"' + text.encode() + b'"}'
-    try:
-        got: int | None = jscan.find_steps(frame, step, "p")
-    except DecodeError as exc:
-        assert "bad decimal" in exc.reason
-        got = None
-    assert got == expected
+    # Tight (the value ends the frame: byte loops) and padded (8-byte SWAR loads).
+    for frame in (b'{"p":"' + text.encode() + b'"}',
+                  b'{"p":"' + text.encode() + b'","pad":"0000000000000000"}'):
+        try:
+            got: int | None = jscan.find_steps(frame, step, "p")
+        except DecodeError as exc:
+            assert "bad decimal" in exc.reason
+            got = None
+        assert got == expected, frame

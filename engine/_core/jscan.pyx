@@ -17,6 +17,106 @@ from engine._core.decimals cimport dec_to_steps, dec_status_message
 from engine.errors import DecodeError
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* Eight digits at a time (SWAR) on little-endian targets with GCC/Clang builtins;
+       elsewhere JSCAN_SWAR is 0 and the byte loops do all the work. */
+    #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    #define JSCAN_SWAR 1
+    #else
+    #define JSCAN_SWAR 0
+    #endif
+    /* Load 8 bytes (the caller guarantees they are inside the buffer) XOR '0': digit
+       bytes become 0..9. Returns how many leading bytes are digits (0..8). A byte
+       >= 0x8A carries into the next byte, but only after a non-digit, so the leading
+       run is exact. */
+    static inline int jscan_digit_run8(const unsigned char* p, uint64_t* x) {
+    #if JSCAN_SWAR
+        uint64_t v, m;
+        memcpy(&v, p, 8);
+        v ^= 0x3030303030303030ULL;
+        m = ((v + 0x7676767676767676ULL) | v) & 0x8080808080808080ULL;
+        *x = v;
+        return m ? (__builtin_ctzll(m) >> 3) : 8;
+    #else
+        (void)p; *x = 0; return 0;
+    #endif
+    }
+    /* Value of the first k (1..8) digit bytes of x (first byte most significant):
+       shift them to the top so the rest act as leading zeros, then combine pairs,
+       quads and halves with multiplies (the fast_float / simdjson method). */
+    static inline uint64_t jscan_digits_value(uint64_t x, int k) {
+        x <<= 8 * (8 - k);
+        x = (x * 10) + (x >> 8);
+        x = (((x & 0x000000FF000000FFULL) * 0x000F424000000064ULL)
+             + (((x >> 16) & 0x000000FF000000FFULL) * 0x0000271000000001ULL)) >> 32;
+        return x & 0xFFFFFFFFULL;
+    }
+    /* How many of the 8 bytes at p (inside the buffer) are '0', from the first. */
+    static inline int jscan_zero_run8(const unsigned char* p) {
+    #if JSCAN_SWAR
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= 0x3030303030303030ULL;
+        return v ? (__builtin_ctzll(v) >> 3) : 8;
+    #else
+        (void)p; return 0;
+    #endif
+    }
+    static const uint64_t jscan_pow10[9] = {
+        1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL};
+    """
+    bint JSCAN_SWAR
+    int jscan_digit_run8(const uint8_t* p, uint64_t* x) nogil
+    uint64_t jscan_digits_value(uint64_t x, int k) nogil
+    int jscan_zero_run8(const uint8_t* p) nogil
+    const uint64_t* jscan_pow10
+
+
+cdef inline Py_ssize_t _take_digits(const uint8_t* b, Py_ssize_t p, Py_ssize_t stop, Py_ssize_t n,
+                                    uint64_t* acc) noexcept nogil:
+    # Accumulate the decimal digits at b[p:stop] into *acc (which may wrap: callers
+    # bound the digit count) and return the index of the first byte not taken.
+    # 8 bytes at a time while 8 bytes remain in the buffer, then byte by byte.
+    cdef uint64_t x
+    cdef int run
+    cdef uint8_t d
+    if JSCAN_SWAR:
+        while p < stop and p + 8 <= n:
+            run = jscan_digit_run8(b + p, &x)
+            if run > stop - p:
+                run = <int>(stop - p)
+            if run == 0:
+                return p
+            acc[0] = acc[0] * jscan_pow10[run] + jscan_digits_value(x, run)
+            p += run
+            if run < 8:
+                return p
+    while p < stop:
+        d = b[p] - 48
+        if d > 9:
+            break
+        acc[0] = acc[0] * 10 + d
+        p += 1
+    return p
+
+
+cdef inline Py_ssize_t _skip_zeros(const uint8_t* b, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
+    # Index of the first byte at or after p that is not '0'.
+    cdef int run
+    if JSCAN_SWAR:
+        while p + 8 <= n:
+            run = jscan_zero_run8(b + p)
+            p += run
+            if run < 8:
+                return p
+    while p < n and b[p] == 48:
+        p += 1
+    return p
+
+
 cdef inline bint _is_ws(char ch) noexcept nogil:
     return ch == c' ' or ch == c'\n' or ch == c'\r' or ch == c'\t'
 
@@ -455,28 +555,16 @@ cdef inline bint _plain_decimal(JsonCursor* c, int32_t decimals, int64_t step_un
     cdef const uint8_t* b = <const uint8_t*>c.buf
     cdef Py_ssize_t start = c.pos + 1, p = c.pos + 1, n = c.len, stop
     cdef uint64_t acc = 0
-    cdef Py_ssize_t digits, frac = 0
-    cdef uint8_t d
-    # Integer part: one unsigned compare per byte.
-    while p < n:
-        d = b[p] - 48
-        if d > 9:
-            break
-        acc = acc * 10 + d
-        p += 1
+    cdef Py_ssize_t digits, frac = 0, frac_start
+    p = _take_digits(b, p, n, n, &acc)           # integer part
     digits = p - start
     if p < n and b[p] == 46:                     # '.'
         p += 1
+        frac_start = p
         stop = p + decimals if p + decimals < n else n
-        while p < stop:
-            d = b[p] - 48
-            if d > 9:
-                break
-            acc = acc * 10 + d
-            p += 1
-            frac += 1
-        while p < n and b[p] == 48:              # digits past `decimals` must be '0'
-            p += 1
+        p = _take_digits(b, p, stop, n, &acc)
+        frac = p - frac_start
+        p = _skip_zeros(b, p, n)                 # digits past `decimals` must be '0'
         if digits == 0 and frac == 0 and b[p - 1] != 48:
             return False                         # no digit at all ("." or "")
     elif digits == 0:
