@@ -67,11 +67,34 @@ async def _botplatform(seed: int) -> DemoSetup:
     return DemoSetup(sim, list(sim.instruments.values()), dict(url=sim.url, token=token, account_id=sim.user_id))
 
 
+async def _prices(seed: int) -> DemoSetup:
+    from feeds.sim.prices import PricesSim
+    sim = PricesSim(seed=seed, interval_s=0.02)
+    await sim.start()
+    # No markets: the subscription omits them and the server sends every EUR pair.
+    return DemoSetup(sim, [sim.instruments[m] for m in sim.eur_markets], dict(url=sim.url))
+
+
+async def _realtime(seed: int) -> DemoSetup:
+    from feeds.sim.market import SyntheticMarket
+    from feeds.sim.realtime import RealtimeSim
+    jwt = "demo.jwt.token"
+    # Own symbols: its trades must not share kline aggregators with another venue's.
+    insts = [Instrument("BTC-USD", "0.01", "0.00001"), Instrument("ETH-USD", "0.01", "0.0001")]
+    market = SyntheticMarket(insts, seed=seed, mids={"BTC-USD": "61837.63", "ETH-USD": "2631.45"},
+                             account_rate=0.0)
+    sim = RealtimeSim(market, jwt=jwt, interval_s=0.02)
+    await sim.start()
+    return DemoSetup(sim, insts, dict(url=sim.url, token=jwt))
+
+
 #: Demo registry: venue name (as in ``engine.engine.VENUES``) -> simulator factory.
 DEMO_VENUES: dict[str, Callable[[int], Awaitable[DemoSetup]]] = {
     "cadenza": _cadenza,
     "binance": _binance,
     "botplatform": _botplatform,
+    "prices": _prices,
+    "realtime": _realtime,
 }
 
 
