@@ -58,6 +58,7 @@ VENUES: dict[str, str] = {
     "botplatform": "feeds.botplatform:BotPlatformVenue",
     "prices": "feeds.prices:PricesVenue",
     "realtime": "feeds.realtime:RealtimeVenue",
+    "stream": "feeds.stream:StreamVenue",
 }
 
 Callback = Callable[[Any], "Awaitable[Any] | Any"]
