@@ -88,6 +88,19 @@ async def _realtime(seed: int) -> DemoSetup:
     return DemoSetup(sim, insts, dict(url=sim.url, token=jwt))
 
 
+async def _stream(seed: int) -> DemoSetup:
+    from feeds.sim.market import SyntheticMarket
+    from feeds.sim.stream import StreamSim
+    key = "demo-api-key"
+    # Own symbols and account: books, bars and orders must not mix with another venue's.
+    insts = [Instrument("BTC-USDC", "0.01", "0.00001"), Instrument("ETH-USDC", "0.01", "0.0001")]
+    market = SyntheticMarket(insts, seed=seed, mids={"BTC-USDC": "61837.63", "ETH-USDC": "2631.45"},
+                             account_id="S-1")
+    sim = StreamSim(market, api_key=key, interval_s=0.02)
+    await sim.start()
+    return DemoSetup(sim, insts, dict(url=sim.url, token=key, account_id="S-1"))
+
+
 #: Demo registry: venue name (as in ``engine.engine.VENUES``) -> simulator factory.
 DEMO_VENUES: dict[str, Callable[[int], Awaitable[DemoSetup]]] = {
     "cadenza": _cadenza,
@@ -95,6 +108,7 @@ DEMO_VENUES: dict[str, Callable[[int], Awaitable[DemoSetup]]] = {
     "botplatform": _botplatform,
     "prices": _prices,
     "realtime": _realtime,
+    "stream": _stream,
 }
 
 
