@@ -138,7 +138,7 @@ class StreamVenue(Venue):
     name = "stream"
     max_message_size = 1 << 20
     stale_after_s = None   # the Engine.IO ping contract detects a dead peer (heartbeat)
-    heartbeat_interval_s = 0.1
+    heartbeat_interval_s = 0.25
 
     def __init__(self, engine: "Engine", *, name: str, url: str, token: "Secret | None" = None,
                  instruments: Sequence[Instrument] = (), account_id: str | None = None,
