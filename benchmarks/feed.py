@@ -152,7 +152,9 @@ def bench_picows_raw(url: str, n_frames: int) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         import asyncio
-        transport, listener = await ws_connect(Counter, url, max_frame_size=16 << 20)
+        # Same read buffer as the engine's session default: equal socket reads for both.
+        transport, listener = await ws_connect(Counter, url, max_frame_size=16 << 20,
+                                               read_buffer_init_size=256 * 1024)
         listener.done = asyncio.Event()
         transport.send(WSMsgType.TEXT, json.dumps({"id": 1, "connect": {"token": TOKEN, "name": "raw"}}).encode())
         transport.send(WSMsgType.TEXT, json.dumps({"id": 2, "subscribe": {"channel": f"market:orderBook:{SYMBOL}"}}).encode())

@@ -11,13 +11,13 @@ from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memchr, memcmp
 
 from engine._core.types cimport LevelUpdate, Status, ST_OK, SIDE_BID, SIDE_ASK
-from engine._core.decimals cimport dec_to_steps, dec_raise
+from engine._core.decimals cimport dec_to_steps
 from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.jscan cimport (
-    JsonCursor, JsonSpan, JsonStatus, JsonKind,
-    JS_OK, JS_END, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
-    JK_NULL, JK_STRING,
+    JsonCursor, JsonSpan, JsonStatus,
+    JS_OK, JS_END, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_DUPLICATE,
+    JK_STRING,
     js_init, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_read_level, js_span_eq, js_span_to_str, js_raise,
@@ -63,7 +63,8 @@ cdef class Channel:
 
 
 cdef class CadenzaDecoder:
-    """Decodes Cadenza frames for one venue connection (state survives reconnects).
+    """Decodes the Cadenza frames of one feed; the channel table (offsets, epochs, book
+    sync state) lives here and survives reconnects.
 
     ``on_frame_c`` (C, called by the session's listener with picows' buffer) is the hot
     path, ``feed(payload, recv_ns)`` its Python entry: O(frame length) scanning, the

@@ -185,7 +185,9 @@ class SessionOptions:
     ``backoff_max_s``, scaled by a uniform factor in ``[1 - jitter, 1]``, is the wait
     before reconnect attempt ``attempt`` (reset to 0 once a connection subscribes).
     ``max_attempts``: consecutive failed attempts before giving up ("failed"); None
-    retries forever. ``seed`` makes the jitter reproducible. ``recorder`` (any object
+    retries forever. ``seed`` makes the jitter reproducible. ``read_buffer_size``: picows'
+    initial read buffer; it bounds how much one socket read takes in, so a bigger one
+    means fewer reads (and event-loop wake-ups) during bursts. ``recorder`` (any object
     with ``write(recv_ns, payload)``) or ``record_path`` (a ``feeds.recording``
     lines file, gzip when it ends in ``.gz``; opened on ``start``, closed when the feed
     stops) records every raw message with its receive time for ``python -m engine
@@ -205,6 +207,7 @@ class SessionOptions:
     max_attempts: int | None = None
     seed: int | None = None
     latency_capacity: int = 4096
+    read_buffer_size: int = 256 * 1024
     recorder: Recorder | None = None
     record_path: str | None = None
 
@@ -592,6 +595,7 @@ class Feed:
                     auto_ping_reply_timeout=self._ws_ping_s or 10.0,
                     logger_name=_MaskingAdapter(logging.getLogger(f"feeds.picows.{self.name}"), {}),
                     max_redirects=0,
+                    read_buffer_init_size=self.options.read_buffer_size,
                 ),
                 timeout,
             )
