@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import pytest
 import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import engine.engine as engine_mod
 from engine import Engine, Instrument
 from engine.account import OrderStatus
 from engine.engine import Trade
@@ -32,12 +33,6 @@ from feeds.stream_decode import StreamDecoder, StreamSymbol
 KEY = "stream-key-SHOULD-NOT-LEAK-42"
 FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
 STATES = {"New": "NEW", "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED", "Canceled": "CANCELED"}
-
-
-@pytest.fixture(autouse=True)
-def _venue_registered(monkeypatch: Any) -> None:
-    # Independent of the one-line registration in engine.engine.VENUES.
-    monkeypatch.setitem(engine_mod.VENUES, "stream", "feeds.stream:StreamVenue")
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -599,6 +594,40 @@ def test_decoder_routes_control_frames_namespaces_and_acks() -> None:
     assert cancel == [] and symbol == "BTC-USDT" and ts_ns == 7 * NS_PER_MS
     assert modify == [{"id": "O-1", "state": "open", "resd": 5, "exec": 0, "cost": 0, "side": "buy", "price": 100,
                        "seq": 1, "ts": 7 * NS_PER_MS, "flag": True, "x": None}]
+
+
+_VALID = [
+    _ob(2, [(100, 5), (99, 1)], [(101, 2)], [(7, 100, 1, "buy"), (8, 99, 2, "sell")]),
+    b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":1723161660000,"o":1,"h":3,"l":1,"c":2,'
+    b'"v":3,"m":1723161660005},"modify":{"created":1723161600000,"o":1,"h":2,"l":1,"c":2,"v":4,"m":1}}]',
+    b'42["positions",{"ts":5,"balances":[{"asset":"USDT","total":"1.5","available":"1.5"}]}]',
+]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_VALID), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+       st.integers(0, 400))
+def test_decoder_fuzz_bad_frames_change_nothing(frame: bytes, edits: list[tuple[int, int]], cut: int) -> None:
+    """Mutated and truncated frames: DecodeError (or the cold path) and never a partial
+    change; whatever decodes cleanly is a valid frame and may apply."""
+    dec, book, agg, seen, venue = _decoder()
+    dec.feed(_ob(1, [(100, 5)], [(101, 2)], [(1, 100, 1, "buy")]), 1)
+    dec.feed(b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":1723161600000,'
+             b'"o":1,"h":2,"l":1,"c":2,"v":3,"m":1723161600005}}]', 1)
+    data = bytearray(frame)
+    for pos, byte in edits:
+        data[pos % len(data)] = byte
+    data = data[: max(1, len(data) - cut % len(data))]
+    before = (book.version, book.bids().tolist(), book.asks().tolist(), len(seen.trades),
+              agg.current("1m", venue=True), len(agg.bars("1m", venue=True)), dec.events)
+    try:
+        dec.feed(bytes(data), 2)
+    except DecodeError:
+        after = (book.version, book.bids().tolist(), book.asks().tolist(), len(seen.trades),
+                 agg.current("1m", venue=True), len(agg.bars("1m", venue=True)), dec.events)
+        assert after == before and not venue.balances
+        return
+    assert dec.events in (before[-1], before[-1] + 1)
 
 
 # --- Socket.IO framing ------------------------------------------------------------------

@@ -19,7 +19,6 @@ import socketio
 import uvloop
 from aiohttp import web
 
-import engine.engine as engine_mod
 from engine import Engine, Instrument
 from engine.account import OrderStatus
 from engine.errors import FeedError
@@ -30,11 +29,6 @@ KEY = "peer-api-key-7d1e"
 T0_MS = 1_723_161_600_000
 NS = 1_000_000
 FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=5, connect_timeout_s=3.0)
-
-
-@pytest.fixture(autouse=True)
-def _venue_registered(monkeypatch: Any) -> None:
-    monkeypatch.setitem(engine_mod.VENUES, "stream", "feeds.stream:StreamVenue")
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
