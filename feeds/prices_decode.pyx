@@ -8,7 +8,6 @@ books are replaced (``OrderBook.replace_with``), then the book callbacks run.
 """
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memcmp
 
 from engine._core.types cimport LevelUpdate, SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
@@ -162,13 +161,11 @@ cdef class PricesDecoder:
         return self.decode(buf, n, recv_ns)
 
     cdef MarketBook find_market(self, const JsonCursor* c, const JsonSpan* key):
+        # A handful of markets per connection: a linear scan (js_span_eq is a length
+        # check and memcmp unless the key holds escapes).
         cdef MarketBook mb
         for mb in self.markets:
-            if key.has_escapes:
-                if js_span_eq(c, key, <const char*>mb.market_bytes, mb.market_len):
-                    return mb
-            elif mb.market_len == key.len and \
-                    memcmp(<const char*>mb.market_bytes, c.buf + key.start, key.len) == 0:
+            if js_span_eq(c, key, <const char*>mb.market_bytes, mb.market_len):
                 return mb
         return None
 

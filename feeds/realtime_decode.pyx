@@ -6,7 +6,6 @@ after the scan (the symbol, which gives the decimals, may come after the numbers
 nothing is written before every field converted, so a bad message changes nothing.
 """
 from libc.stdint cimport int64_t
-from libc.string cimport memcmp
 
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
@@ -117,13 +116,11 @@ cdef class RealtimeDecoder:
         return self.decode(buf, n, recv_ns)
 
     cdef Quote find(self, const JsonCursor* c, const JsonSpan* span):
+        # A few symbols per connection: a linear scan (js_span_eq is a length check and
+        # memcmp unless the span holds escapes).
         cdef Quote q
         for q in self.quotes:
-            if span.has_escapes:
-                if js_span_eq(c, span, <const char*>q.symbol_bytes, q.symbol_len):
-                    return q
-            elif q.symbol_len == span.len and \
-                    memcmp(<const char*>q.symbol_bytes, c.buf + span.start, span.len) == 0:
+            if js_span_eq(c, span, <const char*>q.symbol_bytes, q.symbol_len):
                 return q
         return None
 
