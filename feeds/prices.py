@@ -60,7 +60,10 @@ Choices the seed is silent on
   connections feed the same books while they overlap (each entry is a whole book, so
   applying the same book twice is harmless). If the link cannot go live within
   ``handover_timeout_s`` nothing changes and ``set_markets`` raises FeedError.
-  Markets dropped from the set keep their last book (no longer updated).
+  Markets dropped from the set keep their last book (no longer updated). The
+  primary's planned reconnect shows as status "reconnecting" ("markets changed") and
+  counts in ``reconnects``; the link shares the feed's counters; ``handovers`` counts
+  completed changes.
 
 Hot path: ``feeds.prices_decode.PricesDecoder`` is the session's C-level frame sink
 (picows' buffer straight into jscan, no ``json``); ``ERROR`` and unknown types reach the Python methods below.

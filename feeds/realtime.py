@@ -27,6 +27,13 @@ Server -> client::
     chat:message, user:online, notification:new, post:created, session:started
                                                         (shapes in feeds.realtime_events)
 
+Choices the seed is silent on: one flat object per message (no ``data`` envelope);
+decimal strings for prices and sizes, integer ns for ``ts``; changePercent has at most
+6 decimals (more is refused: never rounded). ``type`` normally comes first; when it
+does not, the hot-message field names (symbol, price, change, changePercent, qty,
+side, id) must hold strings and ``ts`` an integer in every message type. The
+connection counts as subscribed once every subscription is acknowledged.
+
 Mapping into the engine
 -----------------------
 - ``market:price`` updates the symbol's :class:`~feeds.realtime_decode.Quote` (exact:
@@ -51,7 +58,9 @@ Limits and timing (defaults from the seed; all configurable for tests)
   applied to the session's backoff options in ``bind`` unless the caller passed other
   values than the SessionOptions defaults (backoff_initial_s=1, backoff_factor=2,
   backoff_max_s=30, jitter=0, max_attempts=5). The attempt count resets once a
-  connection is subscribed.
+  connection is subscribed. (The session computes the n-th delay from its attempt
+  counter, which gives 1, 1, 2, 4, 8 s after a drop, and it waits once more before
+  reporting "failed"; both are the session's, not this adapter's.)
 - 64 KB maximum message size (``max_message_bytes``): a bigger incoming message is
   refused by the decoder with a DecodeError naming both sizes (counted; the connection
   survives). Frames above the transport cap (``max_message_size``, 1 MB) make the
