@@ -90,6 +90,10 @@ counted, nothing applied)::
   ``since`` in its latest state (closed ones included), so orders filled or canceled
   while the client was away are not lost. Repeats are stale (same ``seq``).
 
+A market-data event the server sends with an ack id (``42<id>[...]``) is decoded but
+not acknowledged (data streams need no receipts); other events (``error`` aside) are
+counted and ignored.
+
 Liveness: Engine.IO pings answered at once; no ping for pingInterval + pingTimeout:
 reconnect (``heartbeat``). Closes: ``44`` connect refused is terminal for auth errors;
 ``41``/``1`` and socket drops reconnect with the session's backoff; every subscription

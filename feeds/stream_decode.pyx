@@ -11,6 +11,7 @@ this decoder does not know.
 """
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport qsort
 from libc.string cimport memcmp
 
 from engine._core.types cimport LevelUpdate, SIDE_BID, SIDE_ASK
@@ -61,6 +62,12 @@ cdef inline JsonStatus read_ms(JsonCursor* c, int64_t* out_ns) noexcept nogil:
     return JS_OK
 
 
+cdef int trade_id_cmp(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const TradeRow*>a).trade_id
+    cdef int64_t y = (<const TradeRow*>b).trade_id
+    return (x > y) - (x < y)
+
+
 cdef class StreamSymbol:
     """One instrument of the stream venue: its book, its kline aggregator and the
     intervals subscribed, and what was applied (``last_trade_id``, ``last_seq``)."""
@@ -104,8 +111,8 @@ cdef class StreamDecoder:
 
     ``on_frame_c`` (C, called by the session's listener with picows' buffer; ``feed``
     from Python) is the hot path: O(frame length) scanning; an orderbook
-    costs O(levels log levels) in the book's replace, plus O(trades^2) for sorting its
-    (few) trades. Cold handlers on ``venue``: ``on_control(text, recv_ns)``,
+    costs O(levels log levels) in the book's replace, plus O(trades log trades) for
+    ordering its trades by id. Cold handlers on ``venue``: ``on_control(text, recv_ns)``,
     ``on_ping(recv_ns)``, ``on_seq_gap(symbol, seq, last)``, ``on_openorders(cancel,
     modify, symbol, ts_ns, recv_ns)``, ``on_balances(items, ts_ns, recv_ns)``."""
 
@@ -425,8 +432,7 @@ cdef class StreamDecoder:
 
     cdef int apply_orderbook(self, int64_t recv_ns) except -1:
         cdef StreamSymbol s = self.cur
-        cdef Py_ssize_t i, j
-        cdef TradeRow tmp
+        cdef Py_ssize_t i
         cdef TradeRow* rows = self.trade_rows
         cdef Py_ssize_t n = self.n_trades
         cdef int64_t last
@@ -438,13 +444,8 @@ cdef class StreamDecoder:
             raise DecodeError(f"stream orderbook {s.symbol}: {exc}") from exc
         # Trades: ascending id (the venue may list them newest first), then only ids
         # above the last applied one: consecutive snapshots repeat recent trades.
-        for i in range(1, n):
-            tmp = rows[i]
-            j = i - 1
-            while j >= 0 and rows[j].trade_id > tmp.trade_id:
-                rows[j + 1] = rows[j]
-                j -= 1
-            rows[j + 1] = tmp
+        if n > 1:
+            qsort(rows, n, sizeof(TradeRow), trade_id_cmp)
         last = s.last_trade_id
         if n and rows[n - 1].trade_id > last:
             s.last_trade_id = rows[n - 1].trade_id

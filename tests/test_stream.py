@@ -511,6 +511,17 @@ def test_decoder_orderbook_replaces_and_dedupes_trades() -> None:
     assert dispatch.books == 5
 
 
+def test_decoder_many_trades_in_any_order() -> None:
+    import random
+    dec, book, agg, seen, venue = _decoder()
+    ids = list(range(1, 5001))
+    random.Random(4).shuffle(ids)
+    dec.feed(_ob(1, [(100, 5)], [(101, 2)], [(i, 100, 1 + i % 3, "buy") for i in ids]), 1)
+    assert [t.trade_id for t in seen.trades] == [str(i) for i in range(1, 5001)]
+    dec.feed(_ob(2, [(100, 5)], [(101, 2)], [(i, 100, 1, "sell") for i in (4999, 5003, 5000, 5001, 5001)]), 1)
+    assert [t.trade_id for t in seen.trades[5000:]] == ["5001", "5003"] and dec.duplicate_trades == 3
+
+
 @pytest.mark.parametrize("frame", [
     _ob(9, [(100, 1)], [(100, 1)]),                                      # crossed
     _ob(9, [(100, 1), (100, 2)], [(101, 1)]),                            # repeated price
