@@ -375,21 +375,29 @@ class BotPlatformVenue(Venue):
         if self._energy_cbs:
             self.engine._invoke(self._energy_cbs, self.energy, self._counters())
 
-    def on_user_message(self, kind: str, raw: bytes, seq: int, recv_ns: int) -> None:
-        """Cold User messages: Notification (typed, to callbacks); other types logged."""
+    def parse_user_message(self, kind: str, raw: bytes, seq: int, recv_ns: int) -> Notification | None:
+        """Cold User messages, parsed before anything is applied: a Notification (typed;
+        DecodeError naming the field when it breaks the schema), None for other types
+        (logged and skipped)."""
         if kind != "Notification":
             self.on_unknown(f"User/{kind}", None)
-            return
+            return None
         obj = _load(raw, "Notification")
-        try:
-            note = Notification(
-                user_id=self.decoder.user_id if self.decoder is not None else "",
-                notification_id=str(obj.pop("id")), level=str(obj.pop("level", "info")),
-                title=str(obj.pop("title", "")), message=str(obj.pop("message", "")),
-                ts_ns=int(obj.pop("ts", 0)), recv_ns=recv_ns, seq=seq,
-                extra={k: v for k, v in obj.items() if k != "type"})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _bad("Notification", f"bad field: {exc!r}") from None
+        note_id, ts = obj.pop("id", None), obj.pop("ts", 0)
+        texts = {k: obj.pop(k, default) for k, default in (("level", "info"), ("title", ""), ("message", ""))}
+        if not isinstance(note_id, str) or not note_id:
+            raise _bad("Notification", f"id must be a non-empty string, got {note_id!r}")
+        if type(ts) is not int:
+            raise _bad(f"Notification {note_id}", f"ts must be an integer ns time, got {ts!r}")
+        for key, value in texts.items():
+            if not isinstance(value, str):
+                raise _bad(f"Notification {note_id}", f"{key} must be a string, got {value!r}")
+        obj.pop("type", None)
+        return Notification(self.decoder.user_id if self.decoder is not None else "", note_id,
+                            texts["level"], texts["title"], texts["message"], ts, recv_ns, seq, obj)
+
+    def on_notification_applied(self, note: Notification) -> None:
+        """A Notification's seq was applied: count it and run the callbacks."""
         self.notifications += 1
         if self._notification_cbs:
             self.engine._invoke(self._notification_cbs, note, self._counters())

@@ -301,8 +301,16 @@ cdef class BotPlatformDecoder:
         buffer: valid for this call only). DecodeError for a malformed message: nothing
         of it is applied. ``feed(frame, recv_ns)`` is the Python entry."""
         cdef JsonCursor c
+        if self.applying:
+            # A user callback fed this decoder while it applies a frame: the snapshot
+            # scratch and the sequence state are in use.
+            raise RuntimeError("BotPlatformDecoder.feed called from a callback of the frame it applies")
         js_init(&c, buf, n)
-        return self.decode_frame(&c, recv_ns)
+        self.applying = True
+        try:
+            return self.decode_frame(&c, recv_ns)
+        finally:
+            self.applying = False
 
     # ---- envelope ----------------------------------------------------------------------
     cdef int decode_frame(self, JsonCursor* c, int64_t recv_ns) except -1:
@@ -313,6 +321,7 @@ cdef class BotPlatformDecoder:
         cdef int64_t seq = 0
         cdef BotRecord rec
         cdef JsonStatus dst = JS_OK
+        cdef object cold = None
         cdef JsonStatus st = js_enter_object(c)
         rec.kind = BK_NONE
         rec.bad_field = 0
@@ -381,6 +390,10 @@ cdef class BotPlatformDecoder:
         if self._user_id_len == 0 or not js_span_eq(c, &uid_span, self._user_id_ptr, self._user_id_len):
             raise DecodeError(f"botplatform User frame for user {js_span_to_str(c, &uid_span)!r}, "
                               f"authenticated as {self._user_id!r}", uid_span.start)
+        if rec.kind == BK_COLD:
+            # Parsed (and validated) before any state changes; delivered after the seq.
+            cold = self.venue.parse_user_message(js_span_to_str(c, &rec.type_name),
+                                                 c.buf[rec.raw.start:rec.raw.start + rec.raw.len], seq, recv_ns)
         # The frame is valid: from here on state changes (sequence first, then the account).
         if rec.kind == BK_SNAPSHOT:
             self.last_seq = seq
@@ -412,9 +425,8 @@ cdef class BotPlatformDecoder:
             self.apply_order(c, &rec, seq, recv_ns)
         elif rec.kind == BK_ENERGY:
             self.apply_energy(rec.energy, rec.ts_ns, recv_ns)
-        else:
-            self.venue.on_user_message(js_span_to_str(c, &rec.type_name),
-                                       c.buf[rec.raw.start:rec.raw.start + rec.raw.len], seq, recv_ns)
+        elif cold is not None:
+            self.venue.on_notification_applied(cold)
         return 0
 
     # ---- User data (nogil: no Python object is touched) --------------------------------

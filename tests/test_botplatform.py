@@ -289,6 +289,7 @@ def test_bad_frames_are_counted_and_change_nothing(run: Any) -> None:
             n_callbacks = len(h.orders) + len(h.positions)
             h.sim.send_malformed()
             bad = _bad_user_frames(h.sim)
+            bad.append(h.sim.user_frame({"type": "Notification", "id": "N-x", "ts": "soon"}, h.sim.seq + 1).encode())
             for frame in bad:
                 h.sim.send_malformed(frame)
             await asyncio.sleep(0.2)
@@ -297,6 +298,7 @@ def test_bad_frames_are_counted_and_change_nothing(run: Any) -> None:
             assert h.account.orders().tobytes() == before_orders
             assert [(p.qty_lots, p.status, p.realized_pnl) for p in h.account.positions()] == before_pos
             assert len(h.orders) + len(h.positions) == n_callbacks and h.account.error_count == 0
+            assert h.decoder.last_seq == h.sim.seq and len(h.notes) == h.venue.notifications
             await step(h, 100)  # the seq the bad frames named is still next: nothing lost
             await h.caught_up()
             h.assert_same_state()
@@ -578,7 +580,7 @@ def test_decoder_rejects_bad_frames_whole() -> None:
     dec.feed(b'{"event":"Promo","data":{}}', 1)
     dec.feed(sim.user_frame({"type": "BotStarted", "id": "B-1"}, seq + 1).encode(), 1)
     assert dec.unknown_messages == 1 and dec.last_seq == seq + 1
-    assert venue.calls[-1][0] == "on_user_message" and venue.calls[-1][1][0] == "BotStarted"
+    assert venue.calls[-1][0] == "parse_user_message" and venue.calls[-1][1][0] == "BotStarted"
     foreign = dict(encode_position(sc.instruments["BTC-USDT"], next(iter(sc.positions.values()))),
                    symbol="DOGE-USDT")
     dec.feed(sim.user_frame(foreign, seq + 2).encode(), 1)
@@ -616,3 +618,35 @@ def test_venue_needs_a_token_and_rejects_unknown_options() -> None:
         eng.connect("botplatform", url="ws://127.0.0.1:1/ws")
     with pytest.raises(TypeError):
         eng.connect("botplatform", url="ws://127.0.0.1:1/ws", token="t0k3n", colour="red")
+
+
+def test_decoder_refuses_reentrant_feed_from_a_callback() -> None:
+    sc = BotScenario(seed=4)
+    sim = BotPlatformSim(sc)
+    eng = Engine(bar_intervals=())
+    acct = Account("A-1", sc.instruments.values(), feed_mode=True)
+    dec = BotPlatformDecoder(_Venue(), acct, Dispatch(eng, "botplatform", FeedCounters()), list(sc.instruments.values()))
+    dec.user_id = "U-1"
+    snapshot = sim.user_frame(sc.snapshot_data(), 0).encode()
+    errors: list[BaseException] = []
+
+    def strategy(order: Any) -> None:
+        try:
+            dec.feed(snapshot, 1)  # would reuse the scratch of the frame being applied
+        except RuntimeError as exc:
+            errors.append(exc)
+            raise
+
+    eng.on_order(strategy)
+    dec.feed(snapshot, 1)
+    seq = 0
+    while not errors:
+        for event, data in sc.step():
+            if event == "User":
+                seq += 1
+                dec.feed(sim.user_frame(data, seq).encode(), 1)
+    assert "from a callback" in str(errors[0]) and eng.callback_errors >= 1
+    assert dec.last_seq == seq and acct.error_count == 0
+    dec.feed(sim.user_frame(sc.snapshot_data(), seq).encode(), 1)  # usable again afterwards
+    assert_account_matches(acct, sc)
+
