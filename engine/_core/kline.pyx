@@ -42,6 +42,16 @@ from engine.errors import EngineError
 
 _log = logging.getLogger("engine.kline")
 
+cdef extern from *:
+    """
+    #ifndef ENGINE_DEBUG
+    #define ENGINE_DEBUG 0
+    #endif
+    """
+    # 1 in a debug build (ENGINE_DEBUG=1 python setup.py build_ext): every public update
+    # then ends with _check_invariants(); 0 compiles the check out.
+    const bint ENGINE_DEBUG
+
 
 class KlineError(EngineError, ValueError):
     """Bad input to the kline aggregator (a size, timestamp, side, interval or candle);
@@ -458,6 +468,8 @@ cdef class KlineAggregator:
         if st != KST_OK:
             self.rejected += 1
             raise KlineError(f"trade qty_lots={qty_lots} would overflow an open bar's int64 volume")
+        if ENGINE_DEBUG:
+            self._check_invariants()
         if self.n_events or self.updated_mask:
             self.dispatch()
         return 0
@@ -524,6 +536,8 @@ cdef class KlineAggregator:
                 self.volume_bound = INT64_MAX
             else:
                 self.volume_bound += <int64_t>qty_sum
+        if ENGINE_DEBUG:
+            self._check_invariants()
         if self.n_events or self.updated_mask:
             self.dispatch()
         return n
@@ -537,6 +551,8 @@ cdef class KlineAggregator:
             self.rejected += 1
             raise KlineError(f"ts_ns {t} is outside [0, 2**62]")
         self.apply_advance(t)
+        if ENGINE_DEBUG:
+            self._check_invariants()
         if self.n_events or self.updated_mask:
             self.dispatch()
 
@@ -844,6 +860,8 @@ cdef class KlineAggregator:
         f.venue_has = 1
         if f.venue_cmp_seq < f.venue_total:
             self._venue_compare(i, f)
+        if ENGINE_DEBUG:
+            self._check_invariants()
         if self.n_events:
             self.dispatch()
         return 0
