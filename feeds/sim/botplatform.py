@@ -42,8 +42,8 @@ from engine._core.positions import units_to_quote
 from feeds.sim.market import SyntheticMarket, default_instruments
 from feeds.sim.server import SimClient, SimServer, encode_burst
 
-__all__ = ["BotPlatformSim", "BotScenario", "SimOrder", "SimPosition", "SimSymbol",
-           "encode_order", "encode_position", "encode_symbol"]
+__all__ = ["BotPlatformSim", "BotScenario", "SimOrder", "SimPosition", "SimSymbol", "burst_messages",
+           "encode_order", "encode_position", "encode_symbol", "symbol_frame", "user_frame"]
 
 CLOSE_INVALID_TOKEN = 4001
 CLOSE_BAD_REQUEST = 4400
@@ -406,8 +406,8 @@ class BotPlatformSim(SimServer):
         return [c for c in self.clients if not c.closed and c.state is not None and c.state.subscribed]
 
     def user_frame(self, data: dict[str, Any], seq: int) -> str:
-        """The wire text of a User message (envelope first, then ``data``)."""
-        return f'{{"event":"User","user_id":{json.dumps(self.user_id)},"seq":{seq},"data":{_dumps(data)}}}'
+        """The wire text of a User message of this simulator's user."""
+        return user_frame(self.user_id, data, seq)
 
     def _publish(self, event: str, data: dict[str, Any]) -> None:
         if event == "User":
@@ -417,7 +417,7 @@ class BotPlatformSim(SimServer):
                 return
             text = self.user_frame(data, self.seq)
         else:
-            text = f'{{"event":"Symbol","data":{_dumps(data)}}}'
+            text = symbol_frame(data)
         for c in self._subscribers():
             c.send(text)
 
@@ -526,15 +526,34 @@ class BotPlatformSim(SimServer):
     # -- burst mode -----------------------------------------------------------------
     def _prepare_burst(self) -> None:
         scenario = copy.deepcopy(self.scenario)  # the live scenario stays at its start state
-        frames: list[bytes] = []
-        seq = self.seq
-        while len(frames) < self.burst_count:  # whole steps: the copy's state is what was sent
-            for event, data in scenario.step():
-                if event == "User":
-                    seq += 1
-                    frames.append(self.user_frame(data, seq).encode())
-                else:
-                    frames.append(f'{{"event":"Symbol","data":{_dumps(data)}}}'.encode())
+        frames = burst_messages(scenario, self.burst_count, self.seq)
         self._burst = encode_burst(frames)
         self.burst_scenario = scenario
         self.burst_frames = len(frames)
+
+
+def user_frame(user_id: str, data: dict[str, Any], seq: int) -> str:
+    """The wire text of a User message (envelope first, then ``data``)."""
+    return f'{{"event":"User","user_id":{json.dumps(user_id)},"seq":{seq},"data":{_dumps(data)}}}'
+
+
+def symbol_frame(data: dict[str, Any]) -> str:
+    """The wire text of a Symbol message."""
+    return f'{{"event":"Symbol","data":{_dumps(data)}}}'
+
+
+def burst_messages(scenario: BotScenario, n: int, start_seq: int = 0) -> list[bytes]:
+    """Step ``scenario`` by whole steps until at least ``n`` messages were produced and
+    return their wire payloads (User seq from ``start_seq + 1``). The scenario ends in
+    the state a client applying them must reach. Used by burst mode and benchmarks
+    (the frames follow a Snapshot at ``start_seq``). O(messages)."""
+    frames: list[bytes] = []
+    seq = start_seq
+    while len(frames) < n:
+        for event, data in scenario.step():
+            if event == "User":
+                seq += 1
+                frames.append(user_frame(scenario.user_id, data, seq).encode())
+            else:
+                frames.append(symbol_frame(data).encode())
+    return frames
