@@ -80,3 +80,4 @@ cdef class CadenzaDecoder(FrameSink):
     cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,
                          Py_ssize_t obj_pos) except -1
     cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1
+    cdef str opt_str(self, JsonCursor* c, const JsonSpan* spans, unsigned int seen, int i)

@@ -8,7 +8,7 @@ were applied, and nothing of the bad one is.
 """
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from libc.stdint cimport int32_t, int64_t
-from libc.string cimport memchr, memcmp
+from libc.string cimport memchr, memcmp, strlen
 
 from engine._core.types cimport LevelUpdate, Status, ST_OK, SIDE_BID, SIDE_ASK
 from engine._core.decimals cimport dec_to_steps
@@ -35,6 +35,150 @@ KIND_ACCOUNT = CH_ACCOUNT
 
 cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit, Py_ssize_t n) noexcept nogil:
     return js_span_eq(c, key, lit, n)
+
+
+# --- flat account objects ------------------------------------------------------------
+# Account payloads are flat objects of strings (decimals, ids) and integers (ns, seq).
+# read_flat() reads one in a single pass into per-field spans/ints described by a
+# static table; `seen` gets bit i for each field present (a null counts as absent).
+
+cdef enum FieldKind:
+    FIELD_STR = 0
+    FIELD_INT = 1
+
+ctypedef struct FieldSpec:
+    const char* name         # a C string literal: static lifetime
+    Py_ssize_t name_len
+    int kind
+
+cdef enum:
+    O_ID = 0
+    O_CLIENT_ID = 1
+    O_INSTRUMENT = 2
+    O_SIDE = 3
+    O_TYPE = 4
+    O_STATUS = 5
+    O_PRICE = 6
+    O_STOP_PRICE = 7
+    O_QTY = 8
+    O_FILLED = 9
+    O_COST = 10
+    O_CREATED = 11
+    O_UPDATED = 12
+    O_SEQ = 13
+    O_COUNT = 14
+    F_ORDER_ID = 0
+    F_TRADE_ID = 1
+    F_INSTRUMENT = 2
+    F_SIDE = 3
+    F_PRICE = 4
+    F_QTY = 5
+    F_FEE = 6
+    F_FEE_ASSET = 7
+    F_TS = 8
+    F_SEQ = 9
+    F_COUNT = 10
+    P_INSTRUMENT = 0
+    P_QTY = 1
+    P_AVG_ENTRY = 2
+    P_REALIZED = 3
+    P_SEQ = 4
+    P_COUNT = 5
+    B_ASSET = 0
+    B_TOTAL = 1
+    B_AVAILABLE = 2
+    B_RESERVED = 3
+    B_SEQ = 4
+    B_COUNT = 5
+
+cdef unsigned int ORDER_REQUIRED = ((1u << O_ID) | (1u << O_INSTRUMENT) | (1u << O_SIDE) | (1u << O_STATUS)
+                                    | (1u << O_QTY) | (1u << O_FILLED))
+cdef unsigned int FILL_REQUIRED = ((1u << F_ORDER_ID) | (1u << F_TRADE_ID) | (1u << F_INSTRUMENT)
+                                   | (1u << F_SIDE) | (1u << F_PRICE) | (1u << F_QTY))
+cdef unsigned int POSITION_REQUIRED = (1u << P_INSTRUMENT) | (1u << P_QTY)
+
+cdef FieldSpec ORDER_FIELDS[O_COUNT]
+cdef FieldSpec FILL_FIELDS[F_COUNT]
+cdef FieldSpec POSITION_FIELDS[P_COUNT]
+cdef FieldSpec BALANCE_FIELDS[B_COUNT]
+
+
+cdef void _spec(FieldSpec* f, const char* name, int kind) noexcept:
+    f.name = name
+    f.name_len = strlen(name)
+    f.kind = kind
+
+_spec(&ORDER_FIELDS[O_ID], "id", FIELD_STR)
+_spec(&ORDER_FIELDS[O_CLIENT_ID], "clientId", FIELD_STR)
+_spec(&ORDER_FIELDS[O_INSTRUMENT], "instrumentId", FIELD_STR)
+_spec(&ORDER_FIELDS[O_SIDE], "side", FIELD_STR)
+_spec(&ORDER_FIELDS[O_TYPE], "orderType", FIELD_STR)
+_spec(&ORDER_FIELDS[O_STATUS], "status", FIELD_STR)
+_spec(&ORDER_FIELDS[O_PRICE], "price", FIELD_STR)
+_spec(&ORDER_FIELDS[O_STOP_PRICE], "stopPrice", FIELD_STR)
+_spec(&ORDER_FIELDS[O_QTY], "qty", FIELD_STR)
+_spec(&ORDER_FIELDS[O_FILLED], "filledQty", FIELD_STR)
+_spec(&ORDER_FIELDS[O_COST], "cost", FIELD_STR)
+_spec(&ORDER_FIELDS[O_CREATED], "createdTs", FIELD_INT)
+_spec(&ORDER_FIELDS[O_UPDATED], "updatedTs", FIELD_INT)
+_spec(&ORDER_FIELDS[O_SEQ], "seq", FIELD_INT)
+_spec(&FILL_FIELDS[F_ORDER_ID], "orderId", FIELD_STR)
+_spec(&FILL_FIELDS[F_TRADE_ID], "tradeId", FIELD_STR)
+_spec(&FILL_FIELDS[F_INSTRUMENT], "instrumentId", FIELD_STR)
+_spec(&FILL_FIELDS[F_SIDE], "side", FIELD_STR)
+_spec(&FILL_FIELDS[F_PRICE], "price", FIELD_STR)
+_spec(&FILL_FIELDS[F_QTY], "qty", FIELD_STR)
+_spec(&FILL_FIELDS[F_FEE], "fee", FIELD_STR)
+_spec(&FILL_FIELDS[F_FEE_ASSET], "feeAsset", FIELD_STR)
+_spec(&FILL_FIELDS[F_TS], "ts", FIELD_INT)
+_spec(&FILL_FIELDS[F_SEQ], "seq", FIELD_INT)
+_spec(&POSITION_FIELDS[P_INSTRUMENT], "instrumentId", FIELD_STR)
+_spec(&POSITION_FIELDS[P_QTY], "qty", FIELD_STR)
+_spec(&POSITION_FIELDS[P_AVG_ENTRY], "avgEntryPrice", FIELD_STR)
+_spec(&POSITION_FIELDS[P_REALIZED], "realizedPnl", FIELD_STR)
+_spec(&POSITION_FIELDS[P_SEQ], "seq", FIELD_INT)
+_spec(&BALANCE_FIELDS[B_ASSET], "asset", FIELD_STR)
+_spec(&BALANCE_FIELDS[B_TOTAL], "total", FIELD_STR)
+_spec(&BALANCE_FIELDS[B_AVAILABLE], "available", FIELD_STR)
+_spec(&BALANCE_FIELDS[B_RESERVED], "reserved", FIELD_STR)
+_spec(&BALANCE_FIELDS[B_SEQ], "seq", FIELD_INT)
+
+
+cdef JsonStatus read_flat(JsonCursor* c, const FieldSpec* specs, int n_specs, JsonSpan* spans,
+                          int64_t* ints, unsigned int* seen) noexcept nogil:
+    """Read one flat object: each member named in `specs` into spans[i] (strings; null
+    leaves it absent) or ints[i] (integers); others are skipped. A field read twice is
+    JS_DUPLICATE. O(object length * n_specs)."""
+    cdef Py_ssize_t count = 0
+    cdef JsonSpan key
+    cdef bint is_null
+    cdef int i
+    cdef JsonStatus st = js_enter_object(c)
+    seen[0] = 0
+    while st == JS_OK:
+        st = js_next_member(c, &count, &key)
+        if st != JS_OK:
+            break
+        i = 0
+        while i < n_specs and not js_span_eq(c, &key, specs[i].name, specs[i].name_len):
+            i += 1
+        if i == n_specs:
+            st = js_skip_value(c)
+            continue
+        if seen[0] & (1u << i):
+            c.err_pos = key.start
+            st = JS_DUPLICATE
+            break
+        if specs[i].kind == FIELD_INT:
+            st = js_read_int64(c, False, &ints[i])
+        else:
+            st = js_read_null(c, &is_null)
+            if st != JS_OK or is_null:
+                continue
+            st = js_read_string(c, &spans[i])
+        if st == JS_OK:
+            seen[0] |= 1u << i
+    return JS_OK if st == JS_END else st
 
 
 cdef class Channel:
@@ -622,81 +766,40 @@ cdef class CadenzaDecoder:
     cdef Instrument instrument_of(self, JsonCursor* c, const JsonSpan* span):
         return self.instruments.get(js_span_to_str(c, span))
 
+    cdef str opt_str(self, JsonCursor* c, const JsonSpan* spans, unsigned int seen, int i):
+        return js_span_to_str(c, &spans[i]) if seen & (1u << i) else None
+
     cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
-        cdef JsonSpan key, span
-        cdef JsonSpan s_price, s_stop, s_qty, s_filled, s_inst
-        cdef bint price_null = True, stop_null = True, is_null
-        cdef Py_ssize_t count = 0
-        cdef int64_t created = 0, updated = 0, seq = 0
+        cdef JsonSpan sp[O_COUNT]
+        cdef int64_t iv[O_COUNT]
+        cdef unsigned int seen = 0
         cdef int64_t price_ticks = 0, stop_ticks = 0, qty_lots = 0, filled_lots = 0
-        cdef object order_id = None, client_id = None, side = None, order_type = None
-        cdef object status = None, cost = None
-        cdef int seen = 0
         cdef Instrument inst
-        cdef JsonStatus st = js_enter_object(c)
-        while st == JS_OK:
-            st = js_next_member(c, &count, &key)
-            if st != JS_OK:
-                break
-            if key_is(c, &key, b"price", 5) or key_is(c, &key, b"stopPrice", 9):
-                st = js_read_null(c, &is_null)
-                if st == JS_OK and not is_null:
-                    st = js_read_string(c, &span)
-                if key_is(c, &key, b"price", 5):
-                    s_price = span
-                    price_null = is_null
-                else:
-                    s_stop = span
-                    stop_null = is_null
-            elif key_is(c, &key, b"qty", 3):
-                st = js_read_string(c, &s_qty)
-                seen |= 1
-            elif key_is(c, &key, b"filledQty", 9):
-                st = js_read_string(c, &s_filled)
-                seen |= 2
-            elif key_is(c, &key, b"instrumentId", 12):
-                st = js_read_string(c, &s_inst)
-                seen |= 4
-            elif key_is(c, &key, b"createdTs", 9):
-                st = js_read_int64(c, False, &created)
-            elif key_is(c, &key, b"updatedTs", 9):
-                st = js_read_int64(c, False, &updated)
-            elif key_is(c, &key, b"seq", 3):
-                st = js_read_int64(c, False, &seq)
-            elif js_peek(c) == JK_STRING:
-                st = js_read_string(c, &span)
-                if st != JS_OK:
-                    break
-                if key_is(c, &key, b"id", 2):
-                    order_id = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"clientId", 8):
-                    client_id = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"side", 4):
-                    side = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"orderType", 9):
-                    order_type = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"status", 6):
-                    status = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"cost", 4):
-                    cost = js_span_to_str(c, &span)
-            else:
-                st = js_skip_value(c)
-        if st != JS_END:
+        cdef JsonStatus st = read_flat(c, ORDER_FIELDS, O_COUNT, sp, iv, &seen)
+        if st != JS_OK:
             js_raise(c, st, f"cadenza {ch.name} order")
-        if seen != 7 or order_id is None or side is None or status is None:
+        if seen & ORDER_REQUIRED != ORDER_REQUIRED:
             raise DecodeError(f"cadenza {ch.name}: order needs id, instrumentId, side, status, qty, filledQty")
-        inst = self.instrument_of(c, &s_inst)
+        inst = self.instrument_of(c, &sp[O_INSTRUMENT])
         if inst is None:
-            self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+            self.venue.on_unknown_instrument(js_span_to_str(c, &sp[O_INSTRUMENT]))
             return 0
-        if not price_null:
-            self.check(c, self.steps(c, &s_price, inst.price_decimals, inst.tick_units, &price_ticks), "order price")
-        if not stop_null:
-            self.check(c, self.steps(c, &s_stop, inst.price_decimals, inst.tick_units, &stop_ticks), "order stopPrice")
-        self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "order qty")
-        self.check(c, self.steps(c, &s_filled, inst.qty_decimals, inst.lot_units, &filled_lots), "order filledQty")
-        self.venue.on_order(order_id, client_id, inst, side, order_type, status, price_ticks,
-                            stop_ticks, qty_lots, filled_lots, cost, created, updated, seq, recv_ns)
+        if seen & (1u << O_PRICE):
+            self.check(c, self.steps(c, &sp[O_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
+                       "order price")
+        if seen & (1u << O_STOP_PRICE):
+            self.check(c, self.steps(c, &sp[O_STOP_PRICE], inst.price_decimals, inst.tick_units, &stop_ticks),
+                       "order stopPrice")
+        self.check(c, self.steps(c, &sp[O_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "order qty")
+        self.check(c, self.steps(c, &sp[O_FILLED], inst.qty_decimals, inst.lot_units, &filled_lots),
+                   "order filledQty")
+        self.venue.on_order(js_span_to_str(c, &sp[O_ID]), self.opt_str(c, sp, seen, O_CLIENT_ID), inst,
+                            js_span_to_str(c, &sp[O_SIDE]), self.opt_str(c, sp, seen, O_TYPE),
+                            js_span_to_str(c, &sp[O_STATUS]), price_ticks, stop_ticks, qty_lots, filled_lots,
+                            self.opt_str(c, sp, seen, O_COST),
+                            iv[O_CREATED] if seen & (1u << O_CREATED) else 0,
+                            iv[O_UPDATED] if seen & (1u << O_UPDATED) else 0,
+                            iv[O_SEQ] if seen & (1u << O_SEQ) else 0, recv_ns)
         return 0
 
     cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1:
@@ -705,118 +808,73 @@ cdef class CadenzaDecoder:
         return 0
 
     cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
-        cdef JsonSpan key, span, s_price, s_qty, s_inst
-        cdef Py_ssize_t count = 0
-        cdef int64_t ts_ns = 0, seq = 0, price_ticks = 0, qty_lots = 0
-        cdef object order_id = None, trade_id = None, side = None, fee = None, fee_asset = None
-        cdef int seen = 0
+        cdef JsonSpan sp[F_COUNT]
+        cdef int64_t iv[F_COUNT]
+        cdef unsigned int seen = 0
+        cdef int64_t price_ticks = 0, qty_lots = 0
         cdef Instrument inst
-        cdef JsonStatus st = js_enter_object(c)
-        while st == JS_OK:
-            st = js_next_member(c, &count, &key)
-            if st != JS_OK:
-                break
-            if key_is(c, &key, b"ts", 2):
-                st = js_read_int64(c, False, &ts_ns)
-            elif key_is(c, &key, b"seq", 3):
-                st = js_read_int64(c, False, &seq)
-            elif js_peek(c) == JK_STRING:
-                st = js_read_string(c, &span)
-                if st != JS_OK:
-                    break
-                if key_is(c, &key, b"price", 5):
-                    s_price = span
-                    seen |= 1
-                elif key_is(c, &key, b"qty", 3):
-                    s_qty = span
-                    seen |= 2
-                elif key_is(c, &key, b"instrumentId", 12):
-                    s_inst = span
-                    seen |= 4
-                elif key_is(c, &key, b"orderId", 7):
-                    order_id = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"tradeId", 7):
-                    trade_id = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"side", 4):
-                    side = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"fee", 3):
-                    fee = js_span_to_str(c, &span)
-                elif key_is(c, &key, b"feeAsset", 8):
-                    fee_asset = js_span_to_str(c, &span)
-            else:
-                st = js_skip_value(c)
-        if st != JS_END:
+        cdef JsonStatus st = read_flat(c, FILL_FIELDS, F_COUNT, sp, iv, &seen)
+        if st != JS_OK:
             js_raise(c, st, f"cadenza {ch.name} fill")
-        if seen != 7 or order_id is None or trade_id is None or side is None:
+        if seen & FILL_REQUIRED != FILL_REQUIRED:
             raise DecodeError(f"cadenza {ch.name}: fill needs orderId, tradeId, instrumentId, side, price, qty")
-        inst = self.instrument_of(c, &s_inst)
+        inst = self.instrument_of(c, &sp[F_INSTRUMENT])
         if inst is None:
-            self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+            self.venue.on_unknown_instrument(js_span_to_str(c, &sp[F_INSTRUMENT]))
             return 0
-        self.check(c, self.steps(c, &s_price, inst.price_decimals, inst.tick_units, &price_ticks), "fill price")
-        self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "fill qty")
-        self.venue.on_fill(order_id, trade_id, inst, side, price_ticks, qty_lots, fee, fee_asset,
-                           ts_ns, seq, recv_ns)
+        self.check(c, self.steps(c, &sp[F_PRICE], inst.price_decimals, inst.tick_units, &price_ticks), "fill price")
+        self.check(c, self.steps(c, &sp[F_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "fill qty")
+        self.venue.on_fill(js_span_to_str(c, &sp[F_ORDER_ID]), js_span_to_str(c, &sp[F_TRADE_ID]), inst,
+                           js_span_to_str(c, &sp[F_SIDE]), price_ticks, qty_lots,
+                           self.opt_str(c, sp, seen, F_FEE), self.opt_str(c, sp, seen, F_FEE_ASSET),
+                           iv[F_TS] if seen & (1u << F_TS) else 0,
+                           iv[F_SEQ] if seen & (1u << F_SEQ) else 0, recv_ns)
         return 0
 
     cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,
                          Py_ssize_t obj_pos) except -1:
-        """``positions`` (portfolio) or ``balances``: an array of flat objects whose
-        string fields go to the venue (qty converted to lots with the instrument)."""
-        cdef JsonSpan key, span, s_qty, s_inst
-        cdef Py_ssize_t count, nel = 0
-        cdef int64_t seq = 0, top_seq = 0, qty_lots = 0
-        cdef dict fields
+        """``positions`` (portfolio) or ``balances``: an array of flat objects. Every
+        element is decoded and validated before the venue sees any of them."""
+        cdef JsonSpan sp[P_COUNT]
+        cdef int64_t iv[P_COUNT]
+        cdef unsigned int seen
+        cdef Py_ssize_t nel = 0
+        cdef int64_t top_seq = 0, qty_lots = 0
         cdef list rows = []
         cdef Instrument inst
         cdef JsonStatus st = js_enter_array(c)
-        cdef int seen
         while st == JS_OK:
             st = js_next_element(c, &nel)
             if st != JS_OK:
                 break
-            count = 0
-            seen = 0
-            seq = 0
-            fields = {}
-            st = js_enter_object(c)
-            while st == JS_OK:
-                st = js_next_member(c, &count, &key)
+            if balances:
+                st = read_flat(c, BALANCE_FIELDS, B_COUNT, sp, iv, &seen)
                 if st != JS_OK:
                     break
-                if key_is(c, &key, b"seq", 3):
-                    st = js_read_int64(c, False, &seq)
-                elif js_peek(c) == JK_STRING:
-                    st = js_read_string(c, &span)
-                    if st != JS_OK:
-                        break
-                    if not balances and key_is(c, &key, b"qty", 3):
-                        s_qty = span
-                        seen |= 1
-                    elif not balances and key_is(c, &key, b"instrumentId", 12):
-                        s_inst = span
-                        seen |= 2
-                    else:
-                        fields[js_span_to_str(c, &key)] = js_span_to_str(c, &span)
-                else:
-                    st = js_skip_value(c)
-            if st == JS_END:
-                st = JS_OK
+                if not seen & (1u << B_ASSET):
+                    raise DecodeError(f"cadenza {ch.name}: balance without asset")
+                fields = {"asset": js_span_to_str(c, &sp[B_ASSET])}
+                for i, name in ((B_TOTAL, "total"), (B_AVAILABLE, "available"), (B_RESERVED, "reserved")):
+                    if seen & (1u << <int>i):
+                        fields[name] = js_span_to_str(c, &sp[<int>i])
+                rows.append((fields, iv[B_SEQ] if seen & (1u << B_SEQ) else 0))
+                continue
+            st = read_flat(c, POSITION_FIELDS, P_COUNT, sp, iv, &seen)
             if st != JS_OK:
                 break
-            if balances:
-                if "asset" not in fields:
-                    raise DecodeError(f"cadenza {ch.name}: balance without asset")
-                rows.append((fields, seq))
-                continue
-            if seen != 3:
+            if seen & POSITION_REQUIRED != POSITION_REQUIRED:
                 raise DecodeError(f"cadenza {ch.name}: position needs instrumentId and qty")
-            inst = self.instrument_of(c, &s_inst)
+            inst = self.instrument_of(c, &sp[P_INSTRUMENT])
             if inst is None:
-                self.venue.on_unknown_instrument(js_span_to_str(c, &s_inst))
+                self.venue.on_unknown_instrument(js_span_to_str(c, &sp[P_INSTRUMENT]))
                 continue
-            self.check(c, self.steps(c, &s_qty, inst.qty_decimals, inst.lot_units, &qty_lots), "position qty")
-            rows.append((inst, qty_lots, fields, seq))
+            self.check(c, self.steps(c, &sp[P_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "position qty")
+            fields = {}
+            if seen & (1u << P_AVG_ENTRY):
+                fields["avgEntryPrice"] = js_span_to_str(c, &sp[P_AVG_ENTRY])
+            if seen & (1u << P_REALIZED):
+                fields["realizedPnl"] = js_span_to_str(c, &sp[P_REALIZED])
+            rows.append((inst, qty_lots, fields, iv[P_SEQ] if seen & (1u << P_SEQ) else 0))
         if st != JS_END:
             js_raise(c, st, f"cadenza {ch.name} list")
         if balances:

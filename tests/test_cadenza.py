@@ -416,3 +416,61 @@ def test_decoder_applies_batched_frames_and_rejects_bad_ones_whole() -> None:
     assert dec.stale_publications == 1 and len(dispatch.trades) == 1
     dec.feed(_push("market:trade:BTC-USDT", trade, 5), 1)
     assert len(venue.gaps) == 2 and len(dispatch.trades) == 1
+
+
+def test_decoder_account_messages() -> None:
+    from feeds._hotpath import Dispatch, FeedCounters
+    from feeds.cadenza_decode import KIND_ACCOUNT
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=())
+    eng.add_instrument(inst)
+
+    class Venue(_Venue):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[Any, ...]] = []
+
+        def on_order(self, *args: Any) -> None:
+            self.calls.append(("order", *args))
+
+        def on_fill(self, *args: Any) -> None:
+            self.calls.append(("fill", *args))
+
+        def on_position(self, *args: Any) -> None:
+            self.calls.append(("position", *args))
+
+        def on_balance(self, *args: Any) -> None:
+            self.calls.append(("balance", *args))
+
+    venue = Venue()
+    dec = CadenzaDecoder(venue, Dispatch(eng, "t", FeedCounters()), Trade, {"BTC-USDT": inst})
+    ch = dec.add_channel(Channel("tradingAccount:A-1", KIND_ACCOUNT))
+    ch.live = True
+    order = ('{"type":"order","order":{"id":"O-17","clientId":"c-17","instrumentId":"BTC-USDT","side":"buy",'
+             '"orderType":"Limit","status":"New","price":"61830.00","stopPrice":null,"qty":"0.10000",'
+             '"filledQty":"0.00000","cost":"0.00","createdTs":5,"updatedTs":6,"seq":55}}')
+    dec.feed(_push("tradingAccount:A-1", order, 1), 9)
+    assert venue.calls[-1] == ("order", "O-17", "c-17", inst, "buy", "Limit", "New", 6183000, 0, 10000, 0,
+                               "0.00", 5, 6, 55, 9)
+    fill = ('{"type":"fill","fill":{"orderId":"O-17","tradeId":"F-1","instrumentId":"BTC-USDT","side":"buy",'
+            '"price":"61830.00","qty":"0.05000","fee":"0.0309","feeAsset":"USDT","ts":7,"seq":56}}')
+    dec.feed(_push("tradingAccount:A-1", fill, 2), 9)
+    assert venue.calls[-1] == ("fill", "O-17", "F-1", inst, "buy", 6183000, 5000, "0.0309", "USDT", 7, 56, 9)
+    port = '{"type":"portfolio","positions":[{"instrumentId":"BTC-USDT","qty":"-0.05000","avgEntryPrice":"61830.00","realizedPnl":"0.00","seq":57}]}'
+    dec.feed(_push("tradingAccount:A-1", port, 3), 9)
+    assert venue.calls[-1] == ("position", inst, -5000, {"avgEntryPrice": "61830.00", "realizedPnl": "0.00"}, 57, 9)
+    bal = '{"type":"balances","balances":[{"asset":"USDT","total":"1.5","available":"1","reserved":"0.5"}],"seq":58}'
+    dec.feed(_push("tradingAccount:A-1", bal, 4), 9)
+    assert venue.calls[-1] == ("balance", {"asset": "USDT", "total": "1.5", "available": "1", "reserved": "0.5"}, 58, 9)
+    n = len(venue.calls)
+    bad = [
+        order.replace('"qty":"0.10000"', '"qty":"0.100001"'),                 # not a whole lot
+        order.replace('"side":"buy",', '"side":"buy","side":"sell",'),         # duplicate field
+        order.replace('"status":"New",', ''),                                  # missing field
+        port.replace('"qty":"-0.05000"', '"qty":5'),                           # wrong type
+    ]
+    for data in bad:
+        with pytest.raises(DecodeError):
+            dec.feed(_push("tradingAccount:A-1", data, 5), 9)
+        assert ch.offset == 4  # a rejected publication is not consumed
+    assert len(venue.calls) == n
