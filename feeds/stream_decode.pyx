@@ -62,6 +62,87 @@ cdef inline JsonStatus read_ms(JsonCursor* c, int64_t* out_ns) noexcept nogil:
     return JS_OK
 
 
+# --- compact fast paths -------------------------------------------------------------
+# Most venues (and python-socketio) emit compact JSON with the fields in one order.
+# These read exactly that byte layout in one pass; on any other byte they return False
+# with the cursor untouched and the generic member-by-member path takes over (which
+# also produces the precise error). Numbers: 1-18 digits, no sign, no leading zero, so
+# they cannot overflow int64; anything else falls back.
+
+cdef inline bint lit(const char* p, const char* end, const char* s, Py_ssize_t n) noexcept nogil:
+    return end - p >= n and memcmp(p, s, n) == 0
+
+
+cdef inline const char* digits(const char* p, const char* end, int64_t* out) noexcept nogil:
+    """Parse an unsigned JSON integer of 1-18 digits at p; NULL if p holds anything else."""
+    cdef const char* start = p
+    cdef int64_t v = 0
+    while p < end and b'0' <= p[0] <= b'9':
+        v = v * 10 + (p[0] - 48)
+        p += 1
+        if p - start > 18:
+            return NULL
+    if p == start or (start[0] == b'0' and p - start > 1):
+        return NULL
+    out[0] = v
+    return p
+
+
+cdef inline bint fast_level(JsonCursor* c, LevelUpdate* lv) noexcept nogil:
+    """``{"ticks":D,"lots":D}`` or ``{"ticks":D,"lots":D,"count":D}``."""
+    cdef const char* p = c.buf + c.pos
+    cdef const char* end = c.buf + c.len
+    cdef int64_t count
+    if not lit(p, end, b'{"ticks":', 9):
+        return False
+    p = digits(p + 9, end, &lv.price_ticks)
+    if p == NULL or not lit(p, end, b',"lots":', 8):
+        return False
+    p = digits(p + 8, end, &lv.qty_lots)
+    if p == NULL:
+        return False
+    if lit(p, end, b',"count":', 9):
+        p = digits(p + 9, end, &count)
+        if p == NULL:
+            return False
+    if p >= end or p[0] != b'}':
+        return False
+    c.pos = p + 1 - c.buf
+    return True
+
+
+cdef inline bint fast_trade(JsonCursor* c, TradeRow* t) noexcept nogil:
+    """``{"id":D,"ticks":D,"lots":D,"side":"buy"|"sell","ts":D}``."""
+    cdef const char* p = c.buf + c.pos
+    cdef const char* end = c.buf + c.len
+    cdef int64_t ms
+    if not lit(p, end, b'{"id":', 6):
+        return False
+    p = digits(p + 6, end, &t.trade_id)
+    if p == NULL or not lit(p, end, b',"ticks":', 9):
+        return False
+    p = digits(p + 9, end, &t.price_ticks)
+    if p == NULL or not lit(p, end, b',"lots":', 8):
+        return False
+    p = digits(p + 8, end, &t.qty_lots)
+    if p == NULL:
+        return False
+    if lit(p, end, b',"side":"buy","ts":', 19):
+        t.side = 1
+        p += 19
+    elif lit(p, end, b',"side":"sell","ts":', 20):
+        t.side = -1
+        p += 20
+    else:
+        return False
+    p = digits(p, end, &ms)
+    if p == NULL or ms > MAX_MS or p >= end or p[0] != b'}':
+        return False
+    t.ts_ns = ms * NS_PER_MS
+    c.pos = p + 1 - c.buf
+    return True
+
+
 cdef int trade_id_cmp(const void* a, const void* b) noexcept nogil:
     cdef int64_t x = (<const TradeRow*>a).trade_id
     cdef int64_t y = (<const TradeRow*>b).trade_id
@@ -299,6 +380,11 @@ cdef class StreamDecoder:
                 return js_fail(c, JS_BAD_FIELD, c.pos)
             lv = &self.levels[self.n_levels]
             lv.side = side
+            if fast_level(c, lv):
+                if lv.qty_lots <= 0:
+                    return js_fail(c, JS_BAD_FIELD, c.pos - 1)
+                self.n_levels += 1
+                continue
             obj_pos = c.pos
             seen = 0
             nmem = 0
@@ -344,6 +430,11 @@ cdef class StreamDecoder:
             if self.n_trades >= self.trades_cap:
                 return js_fail(c, JS_BAD_FIELD, c.pos)
             t = &self.trade_rows[self.n_trades]
+            if fast_trade(c, t):
+                if t.qty_lots <= 0:
+                    return js_fail(c, JS_BAD_FIELD, c.pos - 1)
+                self.n_trades += 1
+                continue
             obj_pos = c.pos
             seen = 0
             nmem = 0
