@@ -112,17 +112,27 @@ KIND_ORDER_CREATE = BK_ORDER_CREATE
 KIND_ORDER_UPDATE = BK_ORDER_UPDATE
 
 
+cdef inline bint span_is(const JsonCursor* c, const JsonSpan* span, const char* lit,
+                         Py_ssize_t n) noexcept nogil:
+    # Length check and memcmp inline (a handful of candidates per key on the hot path);
+    # the rare escaped span goes through jscan's decoding comparison.
+    if span.has_escapes:
+        return js_span_eq(c, span, lit, n)
+    return span.len == n and memcmp(c.buf + span.start, lit, n) == 0
+
+
 cdef inline int match_word(const JsonCursor* c, const JsonSpan* span, const char** words,
                            int n) noexcept nogil:
     cdef int i
     for i in range(n):
-        if js_span_eq(c, span, words[i], <Py_ssize_t>strlen(words[i])):
+        if span_is(c, span, words[i], <Py_ssize_t>strlen(words[i])):
             return i
     return -1
 
 
 cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit) noexcept nogil:
-    return js_span_eq(c, key, lit, <Py_ssize_t>strlen(lit))
+    # strlen of a literal is folded by the C compiler.
+    return span_is(c, key, lit, <Py_ssize_t>strlen(lit))
 
 
 cdef int field_bit(const JsonCursor* c, const JsonSpan* key, bint is_order) noexcept nogil:
@@ -387,7 +397,7 @@ cdef class BotPlatformDecoder:
             raise DecodeError("botplatform User frame needs \"user_id\" and \"seq\"", 0)
         if seq < 0:
             raise DecodeError(f"botplatform User frame: negative seq {seq}", 0)
-        if self._user_id_len == 0 or not js_span_eq(c, &uid_span, self._user_id_ptr, self._user_id_len):
+        if self._user_id_len == 0 or not span_is(c, &uid_span, self._user_id_ptr, self._user_id_len):
             raise DecodeError(f"botplatform User frame for user {js_span_to_str(c, &uid_span)!r}, "
                               f"authenticated as {self._user_id!r}", uid_span.start)
         if rec.kind == BK_COLD:
