@@ -650,3 +650,30 @@ def test_decoder_refuses_reentrant_feed_from_a_callback() -> None:
     dec.feed(sim.user_frame(sc.snapshot_data(), seq).encode(), 1)  # usable again afterwards
     assert_account_matches(acct, sc)
 
+
+
+def test_decoder_escaped_keys_and_words_match_and_escaped_numbers_are_refused() -> None:
+    sc = BotScenario(seed=6)
+    sim = BotPlatformSim(sc)
+    plain, escaped = _decoder(sc)[:2], _decoder(sc)[:2]
+    snapshot = sim.user_frame(sc.snapshot_data(), 0).encode()
+    for d, _a in (plain, escaped):
+        d.feed(snapshot, 1)
+    seq = 0
+    for _ in range(300):
+        for event, data in sc.step():
+            if event != "User":
+                continue
+            seq += 1
+            frame = sim.user_frame(data, seq).encode()
+            plain[0].feed(frame, 1)
+            # JSON escapes that decode to the same text: "status", "-" in the symbol, "U-1".
+            escaped[0].feed(frame.replace(b'"status"', b'"sta\\u0074us"').replace(b"-USDT", b"\\u002dUSDT")
+                            .replace(b'"U-1"', b'"U\\u002d1"'), 1)
+    assert_account_matches(plain[1], sc)
+    assert_account_matches(escaped[1], sc)
+    order = next(iter(sc.orders.values()))
+    frame = sim.user_frame(encode_order(sc.instruments[order.symbol], order), seq + 1).encode()
+    qty = f'"qty":"{sc.instruments[order.symbol].lots_to_qty(order.qty_lots)}"'.encode()
+    with pytest.raises(DecodeError, match="qty: wrong JSON type"):  # no venue escapes digits
+        plain[0].feed(frame.replace(qty, qty.replace(b".", b"\\u002e")), 1)
