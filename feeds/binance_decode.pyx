@@ -133,10 +133,12 @@ cdef inline int _key_field(const JsonCursor* c, const JsonSpan* key) noexcept no
 
 # --- one-pass decode, module-level so the .pxd stays the public contract -----
 
+
 cdef str _error_context(BinanceDecoder self, int field):
     if 0 <= field < F_COUNT:
         return f"binance {self.instrument.symbol} field {FIELD_NAMES[field]!r}"
     return f"binance {self.instrument.symbol} frame"
+
 
 cdef inline JsonStatus _levels(BinanceDecoder self, JsonCursor* c, Scan* s, int32_t side) noexcept nogil:
     # decode() reserved n // 6 + 2 rows, more than any frame of n bytes can hold.
@@ -150,6 +152,7 @@ cdef JsonStatus _ms(BinanceDecoder self, JsonCursor* c, int64_t* out) noexcept n
     if st == JS_OK and (out[0] < 0 or out[0] > MAX_MS):
         return js_fail(c, JS_OVERFLOW, start)
     return st
+
 
 cdef JsonStatus _member(BinanceDecoder self, JsonCursor* c, Scan* s, int field) noexcept nogil:
     # Read the value of one known field (cursor at the value).
@@ -229,6 +232,7 @@ cdef JsonStatus _member(BinanceDecoder self, JsonCursor* c, Scan* s, int field) 
         return js_read_bool(c, &s.m)
     return js_skip_value(c)
 
+
 cdef JsonStatus _object(BinanceDecoder self, JsonCursor* c, Scan* s, bint top) noexcept nogil:
     # Walk one object's members. At the top level "stream" and "data" form the
     # combined-stream envelope; everything else is an event field.
@@ -262,8 +266,9 @@ cdef JsonStatus _object(BinanceDecoder self, JsonCursor* c, Scan* s, bint top) n
         return st
     if envelope and bare_fields:
         s.field = F_NONE
-        return js_fail(c, JS_BAD_FIELD, 0)       # event fields beside "data"
+        return js_fail(c, JS_BAD_FIELD, c.pos)   # event fields beside "data"
     return JS_OK
+
 
 cdef JsonStatus _require(BinanceDecoder self, JsonCursor* c, Scan* s, uint32_t mask) noexcept nogil:
     cdef int k
@@ -273,11 +278,13 @@ cdef JsonStatus _require(BinanceDecoder self, JsonCursor* c, Scan* s, uint32_t m
         if mask & (1u << k) and not s.seen & (1u << k):
             s.field = k
             break
-    return js_fail(c, JS_MISSING_FIELD, 0)
+    return js_fail(c, JS_MISSING_FIELD, c.pos)      # where the frame ended without it
+
 
 cdef JsonStatus _wrong(BinanceDecoder self, JsonCursor* c, Scan* s, int field) noexcept nogil:
     s.field = field
     return js_fail(c, JS_WRONG_TYPE, s.pos[field])
+
 
 cdef JsonStatus _finish(BinanceDecoder self, JsonCursor* c, Scan* s, int* kind) noexcept nogil:
     # Schema check per event, then publish into depth / ticker / trade.
