@@ -32,7 +32,11 @@ decimal strings for prices and sizes, integer ns for ``ts``; changePercent has a
 6 decimals (more is refused: never rounded). ``type`` normally comes first; when it
 does not, the hot-message field names (symbol, price, change, changePercent, qty,
 side, id) must hold strings and ``ts`` an integer in every message type. The
-connection counts as subscribed once every subscription is acknowledged.
+connection counts as subscribed once every subscription is acknowledged. There is no
+sequence number and no replay: trades and events published while disconnected are
+lost (counted nowhere, the protocol cannot tell); quotes heal at the next
+``market:price`` since each carries the absolute last price, and the server re-sends
+the current quote of each symbol after a ``market`` subscription.
 
 Mapping into the engine
 -----------------------

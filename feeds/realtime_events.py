@@ -11,8 +11,10 @@ Wire shapes (``ts`` is integer ns since the epoch and optional, 0 when absent)::
     {"type":"post:created","id":"p-9","authorId":"u-7","title":"Q3","body":"…","ts":…}
     {"type":"session:started","sessionId":"s-1","userId":"u-7","ts":…}
 
-``decode_event(kind, raw, recv_ns)`` returns the event or raises DecodeError naming the
-missing or mistyped field; unknown fields are ignored (the server may add some).
+Optional fields and their defaults: ``ts`` 0, ``user`` "", ``online`` true, ``body`` "",
+``level`` "info"; every other field shown is required. ``decode_event(kind, raw,
+recv_ns)`` returns the event or raises DecodeError naming the missing or mistyped
+field; unknown fields are ignored (the server may add some).
 """
 from __future__ import annotations
 

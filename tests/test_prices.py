@@ -454,3 +454,46 @@ def test_options_are_checked() -> None:
     assert subscription_message(None) == '{"type":"PRICE_SUBSCRIPTION"}'
     assert subscription_message(["BTC-EUR"]) == '{"type":"PRICE_SUBSCRIPTION","markets":["BTC-EUR"]}'
     assert "replaces=0" in repr(MarketBook("BTC-EUR", prices_instruments()[0], eng.book("BTC-EUR")))
+
+
+# ---------------------------------------------------------------- the simulator's wire, seen by a peer
+
+def test_simulator_speaks_the_documented_messages(run: Any) -> None:
+    """A plain ``websockets`` client (not this library) checks the exact JSON shapes."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def main() -> None:
+        async with PricesSim(seed=2, interval_s=None, keepalive_s=0.05) as sim:
+            async with connect(sim.url) as ws:
+                await ws.send('{"type":"PRICE_SUBSCRIPTION","markets":["ETH-EUR"]}')
+                first = json.loads(await ws.recv())
+                assert first["type"] == "PRICES" and list(first["prices"]) == ["ETH-EUR"]
+                entry = first["prices"]["ETH-EUR"]
+                assert set(entry) == {"asks", "bids"} and set(entry["asks"][0]) == {"price", "quantity"}
+                bids, asks = sim.book("ETH-EUR")
+                inst = sim.instruments["ETH-EUR"]
+                assert entry["bids"][0] == {"price": inst.ticks_to_price(bids[0][0]),
+                                            "quantity": inst.lots_to_qty(bids[0][1])}
+                assert json.loads(await ws.recv()) == {"type": "PRICES",
+                                                       "prices": {"ETH-EUR": {"asks": [], "bids": []}}}
+                # A second subscription on one connection: ERROR with the id, then close.
+                await ws.send('{"type":"PRICE_SUBSCRIPTION"}')
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg["type"] == "ERROR":
+                        break
+                assert set(msg) == {"type", "connectionId", "message"} and "new connection" in msg["message"]
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == sim.error_close_code
+            for bad, text in ((b"not json", "malformed"), (b'{"type":"PRICE_SUBSCRIPTION","markets":["X-EUR"]}',
+                                                           "unknown market X-EUR")):
+                async with connect(sim.url) as ws:
+                    await ws.send(bad)
+                    msg = json.loads(await ws.recv())
+                    assert msg["type"] == "ERROR" and text in msg["message"]
+            assert len(sim.errors_sent) == 3
+    run(main())

@@ -505,3 +505,60 @@ def test_options_are_checked() -> None:
         eng.connect("realtime", url="ws://127.0.0.1:9/", token=JWT, rooms="general")
     with pytest.raises(TypeError, match="unexpected keyword"):
         eng.connect("realtime", url="ws://127.0.0.1:9/", token=JWT, room=["general"])
+
+
+# ---------------------------------------------------------------- the simulator's wire, seen by a peer
+
+def test_simulator_speaks_the_documented_messages(run: Any) -> None:
+    """A plain ``websockets`` client (not this library) checks the protocol and the
+    limits the simulated server enforces (auth first, 64 KB, send rate)."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def main() -> None:
+        async with RealtimeSim(seed=2, jwt=JWT, interval_s=None, rate_limit=8, rate_window_s=5.0) as sim:
+            async with connect(sim.url) as ws:
+                await ws.send('{"type":"subscribe","channel":"notifications"}')  # before auth
+                assert json.loads(await ws.recv()) == {"type": "error", "code": 401, "message": "not authenticated"}
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code == 4401
+            async with connect(sim.url, max_size=None) as ws:
+                await ws.send(json.dumps({"type": "auth", "token": JWT}))
+                assert json.loads(await ws.recv()) == {"type": "auth:ok", "userId": "u-1"}
+                assert json.loads(await ws.recv())["type"] == "session:started"
+                await ws.send('{"type":"subscribe","channel":"market","symbols":["BTC-USDT"]}')
+                assert json.loads(await ws.recv()) == {"type": "subscribed", "channel": "market",
+                                                       "symbols": ["BTC-USDT"]}
+                await ws.send('{"type":"ping","ts":42}')
+                assert json.loads(await ws.recv()) == {"type": "pong", "ts": 42}
+                while not sim.trades or sim.trades[-1].symbol != "BTC-USDT":
+                    sim.advance(1)
+                kinds = []
+                while len(kinds) < 2:
+                    kinds.append(json.loads(await ws.recv()))
+                t = sim.trades[-1]
+                assert kinds[0] == {"type": "trade:created", "symbol": "BTC-USDT", "id": f"T-{t.trade_id}",
+                                    "price": sim.instruments["BTC-USDT"].ticks_to_price(t.price_ticks),
+                                    "qty": sim.instruments["BTC-USDT"].lots_to_qty(t.qty_lots),
+                                    "side": t.side, "ts": t.ts_ns}
+                assert kinds[1]["type"] == "market:price" and set(kinds[1]) == {
+                    "type", "symbol", "price", "change", "changePercent", "ts"}
+                await ws.send('{"type":"chat:send","room":"nowhere","text":"x"}')
+                assert json.loads(await ws.recv())["code"] == 403
+                for _ in range(5):  # auth, subscribe, ping, chat:send + 5 = 9: over the limit of 8
+                    await ws.send('{"type":"ping","ts":1}')
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.recv()
+                assert ws.close_code == CLOSE_RATE_LIMIT
+            async with connect(sim.url, max_size=None) as ws:
+                await ws.send(json.dumps({"type": "auth", "token": JWT}))
+                await ws.send("x" * (64 * 1024 + 1))  # over the 64 KB message limit
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.recv()
+                assert ws.close_code == 1009
+    run(main())
