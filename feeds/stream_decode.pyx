@@ -88,24 +88,24 @@ cdef inline const char* digits(const char* p, const char* end, int64_t* out) noe
     return p
 
 
+cdef inline const char* int_field(const char* p, const char* end, const char* key, Py_ssize_t n,
+                                  int64_t* out) noexcept nogil:
+    """``key`` (the literal bytes before the number, e.g. ``,"lots":``) then digits;
+    NULL when p is NULL or holds anything else. Chains: p = int_field(p, ...)."""
+    if p == NULL or not lit(p, end, key, n):
+        return NULL
+    return digits(p + n, end, out)
+
+
 cdef inline bint fast_level(JsonCursor* c, LevelUpdate* lv) noexcept nogil:
     """``{"ticks":D,"lots":D}`` or ``{"ticks":D,"lots":D,"count":D}``."""
-    cdef const char* p = c.buf + c.pos
     cdef const char* end = c.buf + c.len
     cdef int64_t count
-    if not lit(p, end, b'{"ticks":', 9):
-        return False
-    p = digits(p + 9, end, &lv.price_ticks)
-    if p == NULL or not lit(p, end, b',"lots":', 8):
-        return False
-    p = digits(p + 8, end, &lv.qty_lots)
-    if p == NULL:
-        return False
-    if lit(p, end, b',"count":', 9):
-        p = digits(p + 9, end, &count)
-        if p == NULL:
-            return False
-    if p >= end or p[0] != b'}':
+    cdef const char* p = int_field(c.buf + c.pos, end, b'{"ticks":', 9, &lv.price_ticks)
+    p = int_field(p, end, b',"lots":', 8, &lv.qty_lots)
+    if p != NULL and lit(p, end, b',"count":', 9):
+        p = int_field(p, end, b',"count":', 9, &count)
+    if p == NULL or p >= end or p[0] != b'}':
         return False
     c.pos = p + 1 - c.buf
     return True
@@ -113,29 +113,19 @@ cdef inline bint fast_level(JsonCursor* c, LevelUpdate* lv) noexcept nogil:
 
 cdef inline bint fast_trade(JsonCursor* c, TradeRow* t) noexcept nogil:
     """``{"id":D,"ticks":D,"lots":D,"side":"buy"|"sell","ts":D}``."""
-    cdef const char* p = c.buf + c.pos
     cdef const char* end = c.buf + c.len
     cdef int64_t ms
-    if not lit(p, end, b'{"id":', 6):
-        return False
-    p = digits(p + 6, end, &t.trade_id)
-    if p == NULL or not lit(p, end, b',"ticks":', 9):
-        return False
-    p = digits(p + 9, end, &t.price_ticks)
-    if p == NULL or not lit(p, end, b',"lots":', 8):
-        return False
-    p = digits(p + 8, end, &t.qty_lots)
-    if p == NULL:
-        return False
-    if lit(p, end, b',"side":"buy","ts":', 19):
+    cdef const char* p = int_field(c.buf + c.pos, end, b'{"id":', 6, &t.trade_id)
+    p = int_field(p, end, b',"ticks":', 9, &t.price_ticks)
+    p = int_field(p, end, b',"lots":', 8, &t.qty_lots)
+    if p != NULL and lit(p, end, b',"side":"buy"', 13):
         t.side = 1
-        p += 19
-    elif lit(p, end, b',"side":"sell","ts":', 20):
+        p = int_field(p + 13, end, b',"ts":', 6, &ms)
+    elif p != NULL and lit(p, end, b',"side":"sell"', 14):
         t.side = -1
-        p += 20
+        p = int_field(p + 14, end, b',"ts":', 6, &ms)
     else:
         return False
-    p = digits(p, end, &ms)
     if p == NULL or ms > MAX_MS or p >= end or p[0] != b'}':
         return False
     t.ts_ns = ms * NS_PER_MS
