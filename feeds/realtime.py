@@ -78,8 +78,9 @@ Limits and timing (defaults from the seed; all configurable for tests)
   ``send_rate - control_reserve`` slots, wait in a FIFO of at most ``send_queue`` when
   the window is full, and raise :class:`SendQueueFullError` when that queue is full.
   A waiting send whose connection closes raises FeedError (it was not sent).
-- Terminal: ``auth:error``, close codes 4401/4403, HTTP 401/403. Everything else
-  reconnects.
+- Terminal: ``auth:error``, an ``error`` while subscriptions are pending (a refused
+  subscription), close codes 4401/4403, HTTP 401/403. Everything else reconnects; an
+  ``error`` once subscribed (e.g. a refused chat:send) is counted and logged.
 
 The JWT is a ``Secret``: revealed only into the ``auth`` message, never logged, in a
 repr or in an error (the session masks any text that could echo it).
@@ -467,6 +468,10 @@ class RealtimeVenue(Venue):
             self.server_errors += 1
             self.last_server_error = (code if isinstance(code, int) else 0, mask_secrets(str(body.get("message", ""))))
             log.warning("%s: server error %s: %s", self.name, *self.last_server_error)
+            if self._authed and not self._ready:
+                # A subscription was refused (unknown symbol, room not allowed): the same
+                # request would be refused again, so reconnecting cannot help.
+                raise FeedError("subscription refused: {} {}".format(*self.last_server_error), terminal=True)
         else:
             self.events[kind] = self.events.get(kind, 0) + 1
             log.info("%s: ignored message type %r", self.name, kind)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import uvloop
 
-from engine import Engine
+from engine import Engine, Instrument
 from engine.engine import Trade
 from engine.errors import DecodeError, FeedError
 from feeds.realtime import SESSION_POLICY, RealtimeVenue, SendQueueFullError, SendRateLimiter
@@ -327,6 +327,26 @@ def test_auth_rejected_is_terminal_and_jwt_never_shown(run: Any, caplog: Any, mo
             with pytest.raises(FeedError) as info:
                 await h.feed.wait_subscribed(0.1)
             assert JWT not in str(info.value) and other not in str(info.value)
+    run(main())
+
+
+def test_refused_subscription_is_terminal(run: Any) -> None:
+    async def main() -> None:
+        eng = Engine(bar_intervals=())
+        sim = RealtimeSim(seed=2, jwt=JWT, interval_s=None)
+        await sim.start()
+        try:
+            eng.add_instrument(Instrument("DOGE-USDT", "0.00001", "1"))  # the server does not list it
+            feed = eng.connect("realtime", url=sim.url, token=JWT, **FAST)
+            await eng.start()
+            with pytest.raises(FeedError, match="subscription refused: 400 unknown symbols"):
+                await feed.wait_subscribed(5)
+            assert feed.status is FeedStatus.FAILED and feed.counters.reconnects == 0
+            await eng.close()
+        finally:
+            await sim.stop()
+        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        assert not left, left
     run(main())
 
 
