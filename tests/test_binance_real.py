@@ -234,3 +234,34 @@ def test_nautilus_snapshot_and_updates_ten_minutes_later_is_a_gap() -> None:
         sync.feed(frame)
     assert sync.snapshots == 1 and sync.gaps == 1 and sync.depth_applied == 0 and sync.errors == 0
     assert sync.state_name == "out_of_sync"
+
+
+def test_steady_state_memory_does_not_grow_per_frame() -> None:
+    """After warm-up, 15,000 real frames (diffs and tickers) leave at most a few new
+    live blocks (a book side growing to a new record depth), not one per frame, and
+    the traced peak stays within that growth. (tracemalloc sees live memory, not
+    allocations freed at once; the decode path makes none by construction.)"""
+    import tracemalloc
+
+    frames = _frames(SPOT_BTC)
+    book, sync = _book(SPOT_BTC)
+    for f in frames[:20000]:
+        sync.feed(f)
+    rest = [f for f in frames[20000:] if b'"depthUpdate"' in f or b"@bookTicker" in f]
+    feed = sync.feed
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        start_bytes = tracemalloc.get_traced_memory()[0]
+        for f in rest:
+            feed(f)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes - start_bytes < 256 * 1024
+    new_blocks = sum(max(s.count_diff, 0) for s in after.compare_to(before, "filename")
+                     if "tracemalloc" not in s.traceback[0].filename)
+    assert len(rest) > 15000
+    assert new_blocks <= 4, after.compare_to(before, "lineno")[:5]
+    assert sync.gaps == 0 and sync.errors == 0
