@@ -522,3 +522,28 @@ def test_events_queued_by_update_callbacks_are_delivered_and_interrupts_drop_cou
         two.add_trade(101, 1, T0 + M, 0)  # closes two bars; the first callback interrupts
     assert two.events_dropped == 1 and two.callback_errors == 0
     assert len(two.bars("1s")) == 1 and len(two.bars("1m")) == 1  # state complete regardless
+
+
+def test_other_threads_are_refused_while_a_batch_runs_without_the_gil() -> None:
+    import threading
+
+    n = 2_000_000
+    ts = T0 + np.arange(n, dtype=np.int64) * 1_000_000
+    prices = np.full(n, 100, dtype=np.int64)
+    qtys = np.ones(n, dtype=np.int64)
+    refused: list[str] = []
+    for _ in range(20):  # the batch must overlap a call from this thread at least once
+        agg = KlineAggregator(INST, ("1s", "1m", "5m", "1h", "tick:7", "volume:11", "notional:999"))
+        worker = threading.Thread(target=agg.add_trades, args=(prices, qtys, ts))
+        worker.start()
+        while worker.is_alive():
+            try:
+                agg.stats("1s")
+                agg.add_trade(100, 1, T0, 0)  # late or not, only allowed when no batch runs
+            except KlineError as exc:
+                refused.append(str(exc))
+        worker.join()
+        agg._check_invariants()
+        if refused:
+            break
+    assert refused and all("not thread-safe" in msg for msg in refused)

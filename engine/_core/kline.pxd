@@ -138,6 +138,7 @@ cdef class KlineAggregator:
     cdef bint record_divergence
     cdef bint record_update
     cdef bint dispatching
+    cdef bint busy                  # add_trades is applying a batch without the GIL
     cdef uint64_t updated_mask
     cdef int64_t volume_bound       # >= every open bar's volume (sum of all sizes applied)
     cdef readonly int64_t callback_errors

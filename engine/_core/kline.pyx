@@ -461,6 +461,8 @@ cdef class KlineAggregator:
 
     cdef int push_trade(self, int64_t price_ticks, int64_t qty_lots, int64_t ts_ns, int64_t side) except -1:
         cdef int st
+        if self.busy:
+            _raise_busy()
         if qty_lots <= 0 or ts_ns < 0 or ts_ns > MAX_TS_NS or side < -1 or side > 1:
             self.rejected += 1
             _raise_trade(price_ticks, qty_lots, ts_ns, side, "")
@@ -528,6 +530,11 @@ cdef class KlineAggregator:
         # Frames are independent, so the batch runs frame by frame (each frame's state
         # stays in registers over long runs of trades); callbacks then come grouped by
         # frame, in construction order, each frame's in time order.
+        if self.busy:
+            _raise_busy()
+        # The GIL is released for the batch: `busy` makes any other thread's call on this
+        # aggregator fail loudly instead of reading or writing a half-applied state.
+        self.busy = True
         with nogil:
             for j in range(self.n_frames):
                 self._batch_frame(j, pv, qv, tv, sv, n)
@@ -536,6 +543,7 @@ cdef class KlineAggregator:
                 self.volume_bound = INT64_MAX
             else:
                 self.volume_bound += <int64_t>qty_sum
+        self.busy = False
         if ENGINE_DEBUG:
             self._check_invariants()
         if self.n_events or self.updated_mask:
@@ -547,6 +555,8 @@ cdef class KlineAggregator:
         bars for) every interval that ended by then. Activity frames are unaffected.
         A time earlier than a frame's clock changes nothing. O(frames + bars closed)."""
         cdef int64_t t = _as_i64(ts_ns, "ts_ns", self)
+        if self.busy:
+            _raise_busy()
         if t < 0 or t > MAX_TS_NS:
             self.rejected += 1
             raise KlineError(f"ts_ns {t} is outside [0, 2**62]")
@@ -920,6 +930,8 @@ cdef class KlineAggregator:
     # ---- reading -----------------------------------------------------------------------
 
     cdef Py_ssize_t frame_index(self, object interval) except -1:
+        if self.busy:
+            _raise_busy()
         idx = self.index_of.get(interval)
         if idx is None:
             raise KlineError(f"interval {interval!r} is not one of {self.names!r}")
@@ -1005,6 +1017,8 @@ cdef class KlineAggregator:
     def _check_invariants(self):
         """Check every frame's invariants; raise AssertionError naming the first broken one.
         O(frames * history). Used by the stress tests after every batch."""
+        if self.busy:
+            _raise_busy()
         cdef Py_ssize_t i
         cdef int64_t k, count, start
         cdef Frame* f
@@ -1085,6 +1099,11 @@ cdef int _raise_trade(int64_t p, int64_t q, int64_t ts, int64_t side, str where)
     if ts < 0 or ts > MAX_TS_NS:
         raise KlineError(f"{where}ts_ns {ts} is outside [0, 2**62]")
     raise KlineError(f"{where}side {side} must be +1 (taker buy), -1 (taker sell) or 0 (unknown)")
+
+
+cdef int _raise_busy() except -1:
+    raise KlineError("KlineAggregator is not thread-safe: another thread is inside add_trades on it; "
+                     "use one aggregator per thread or a lock")
 
 
 def _callable_or_none(cb, str name):
