@@ -4,8 +4,10 @@
 # JsonCursor and pulls out exactly the fields it needs: keys are matched in place,
 # strings come back as spans into the frame (no copy when they hold no escapes),
 # integers as int64, decimal strings (or bare JSON numbers) go straight to ticks/lots
-# through decimals.dec_to_steps. Nothing here allocates or touches a Python object
-# except the js_* helpers marked "GIL" at the bottom.
+# with decimals.dec_to_steps semantics (plain quoted decimals such as "61837.63000000"
+# are parsed in the same pass as the scan, eight digits at a time; anything else goes
+# through dec_to_steps itself; a fuzz test holds the two equal). Nothing here
+# allocates or touches a Python object except the helpers marked "GIL" at the bottom.
 #
 # Memory and lifetime: the cursor BORROWS the frame's bytes. The pointer is valid only
 # while the object that owns them is alive and unchanged -- for a picows frame that is
@@ -30,19 +32,15 @@
 #
 #     cdef JsonCursor c
 #     cdef JsonSpan key
-#     cdef Py_ssize_t nmem = 0, nel
+#     cdef Py_ssize_t nmem = 0, n_levels = 0
 #     js_init(&c, ptr, length)
 #     st = js_enter_object(&c)
 #     while st == JS_OK:
 #         st = js_next_member(&c, &nmem, &key)      # cursor now at the member's value
 #         if st != JS_OK: break                      # JS_END: '}' consumed
-#         if js_key_is(&c, &key, b"U", 1):  st = js_read_int64(&c, False, &first_id)
-#         elif js_key_is(&c, &key, b"b", 1):
-#             st = js_enter_array(&c); nel = 0
-#             while st == JS_OK:
-#                 st = js_next_element(&c, &nel)     # JS_END: ']' consumed
-#                 if st == JS_OK: st = js_read_level(&c, ...)
-#             if st == JS_END: st = JS_OK
+#         if js_span_eq(&c, &key, b"U", 1):  st = js_read_int64(&c, False, &first_id)
+#         elif js_span_eq(&c, &key, b"b", 1):        # [[price, qty], ...] -> LevelUpdate rows
+#             st = js_read_levels(&c, ..., SIDE_BID, scratch, capacity, &n_levels)
 #         else: st = js_skip_value(&c)               # unknown fields are skipped
 #     if st == JS_END: st = js_expect_end(&c)        # only whitespace may follow
 #     if st != JS_OK: js_raise(&c, st, "binance depthUpdate")

@@ -3,7 +3,8 @@
 The scanning functions never allocate and never touch a Python object; they return a
 ``JsonStatus`` and record the byte offset of any error in the cursor. The Python
 functions at the bottom (``scan_validate``, ``find_string``, ``find_int``,
-``find_steps``) expose the scanner for tests and tooling; they are not a fast path.
+``find_steps``, ``levels``) expose the scanner for tests and tooling; they are not a
+fast path.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp
