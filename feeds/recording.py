@@ -196,6 +196,8 @@ class RecordingWriter:
 
 
 def _is_utf8(data: bytes) -> bool:
+    if data.isascii():           # the common case, checked without a copy
+        return True
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
