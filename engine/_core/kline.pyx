@@ -335,7 +335,12 @@ cdef class KlineAggregator:
       ``engine.kline``), counted in ``callback_errors``, and does not stop the others.
 
     Memory: ``2 * history`` bars per frame (plus as much for venue candles of time
-    frames), allocated once; nothing is allocated per trade.
+    frames), allocated once; nothing is allocated per trade (callback events are queued
+    in one growable buffer only while a callback is set).
+
+    Threads: use one aggregator from one thread. ``add_trades`` releases the GIL while it
+    applies a batch; any call on the same aggregator from another thread meanwhile
+    raises KlineError rather than seeing half-applied state.
     """
 
     def __cinit__(self):
