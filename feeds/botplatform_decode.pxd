@@ -60,7 +60,7 @@ ctypedef struct BotRecord:
     int32_t side               # 0 Buy/Long, 1 Sell/Short
     int32_t order_type
     int32_t flags
-    int32_t bad_field          # FIELD_* bit of the field an error is about (messages only)
+    int32_t bad_field          # F_* bit (botplatform_decode.pyx) of the field an error is about
     JsonSpan type_name         # the `type` string of the data object
     JsonSpan raw               # the whole data object (cold messages are handed over raw)
     JsonSpan id

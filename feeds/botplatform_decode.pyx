@@ -255,13 +255,14 @@ cdef class BotPlatformDecoder:
         self.dispatch = dispatch
         self.instruments = list(instruments)
         self.instrument_names = [inst.symbol.encode() for inst in self.instruments]
-        self.n_specs = len(self.instruments)
-        self.specs = <InstSpec*>PyMem_Malloc(max(self.n_specs, 1) * sizeof(InstSpec))
+        self.n_specs = 0
+        PyMem_Free(self.specs)  # __init__ called again: the new table replaces the old
+        self.specs = <InstSpec*>PyMem_Malloc(max(len(self.instruments), 1) * sizeof(InstSpec))
         if self.specs == NULL:
             raise MemoryError()
-        for i in range(self.n_specs):
+        for i in range(len(self.instruments)):
             inst = self.instruments[i]
-            if inst.tick_units * inst.lot_units >= (1 << 63):
+            if <object>inst.tick_units * <object>inst.lot_units >= (1 << 63):  # Python ints: no overflow
                 raise ValueError(f"{inst.symbol}: tick_units * lot_units overflows int64")
             step = inst.tick_units * inst.lot_units
             # Lifetime: name points into self.instrument_names[i], kept as long as self.
@@ -273,6 +274,7 @@ cdef class BotPlatformDecoder:
             self.specs[i].lot_units = inst.lot_units
             self.specs[i].quote_decimals = inst.price_decimals + inst.qty_decimals
             self.specs[i].quote_step_units = step
+            self.n_specs = i + 1
         self.current_position = {}
         self.known_positions = set()
         self.user_id = ""
