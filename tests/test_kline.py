@@ -326,7 +326,7 @@ def test_bad_batch_changes_nothing() -> None:
         agg.add_trades(prices, qtys[:-1], ts, sides)
     with pytest.raises(KlineError, match="1-d"):
         agg.add_trades(prices.reshape(10, 100), qtys, ts, sides)
-    assert snapshot(agg) == before
+    assert snapshot(agg) == before and agg.rejected == 6
     assert agg.add_trades(prices.astype(np.int32), qtys, ts, sides.astype(np.int8)) == n
     assert agg.stats("1s")["closed"] == n - 1  # T0 had two trades, then one a second; the last is open
 

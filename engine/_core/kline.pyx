@@ -253,12 +253,14 @@ cdef int64_t _as_i64_slow(object value, str field, KlineAggregator agg) except? 
     return value
 
 
-cdef object _as_i64_array(object values, str field):
+cdef object _as_i64_array(object values, str field, KlineAggregator agg):
     arr = np.asarray(values)
     if arr.ndim != 1:
+        agg.rejected += 1
         raise KlineError(f"{field} must be a 1-d integer array, got shape {arr.shape}")
     if arr.dtype != np.int64:
         if arr.dtype.kind not in "iu" or not np.can_cast(arr.dtype, np.int64, "safe"):
+            agg.rejected += 1
             raise KlineError(f"{field} must be an integer array that fits int64, got dtype {arr.dtype}")
         arr = arr.astype(np.int64)
     return np.ascontiguousarray(arr)
@@ -492,12 +494,15 @@ cdef class KlineAggregator:
         order), each frame's in time order; on_update once per frame. O(n * frames).
         Returns n.
         """
-        p_arr = _as_i64_array(prices, "prices")
-        q_arr = _as_i64_array(qtys, "qtys")
-        t_arr = _as_i64_array(ts_ns, "ts_ns")
-        s_arr = np.zeros(len(p_arr), dtype=np.int64) if sides is None else _as_i64_array(sides, "sides")
+        if self.busy:
+            _raise_busy()
+        p_arr = _as_i64_array(prices, "prices", self)
+        q_arr = _as_i64_array(qtys, "qtys", self)
+        t_arr = _as_i64_array(ts_ns, "ts_ns", self)
+        s_arr = np.zeros(len(p_arr), dtype=np.int64) if sides is None else _as_i64_array(sides, "sides", self)
         cdef Py_ssize_t n = len(p_arr)
         if len(q_arr) != n or len(t_arr) != n or len(s_arr) != n:
+            self.rejected += 1
             raise KlineError(f"add_trades arrays differ in length: prices {n}, qtys {len(q_arr)}, "
                              f"ts_ns {len(t_arr)}, sides {len(s_arr)}")
         if n == 0:
@@ -535,8 +540,6 @@ cdef class KlineAggregator:
         # Frames are independent, so the batch runs frame by frame (each frame's state
         # stays in registers over long runs of trades); callbacks then come grouped by
         # frame, in construction order, each frame's in time order.
-        if self.busy:
-            _raise_busy()
         # The GIL is released for the batch: `busy` makes any other thread's call on this
         # aggregator fail loudly instead of reading or writing a half-applied state.
         self.busy = True
