@@ -244,11 +244,13 @@ def test_bad_snapshots_raise_and_change_nothing(status: OrderStatus, qty: int, f
     assert state(o) == before
 
 
-def test_snapshot_negative_quantity_is_input_error() -> None:
+def test_snapshot_negative_quantity_or_unknown_status_is_input_error() -> None:
     o = make(S.NEW)
     before = state(o)
     with pytest.raises(OrderInputError, match="quantity"):
         o.apply_snapshot(S.NEW, -10, 0, 100)
+    with pytest.raises(OrderInputError, match="status 99"):
+        o.apply_snapshot(99, 10, 0, 100)
     assert state(o) == before
 
 

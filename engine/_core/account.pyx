@@ -324,6 +324,9 @@ cdef class Account:
         cdef Py_ssize_t slot = self._slot_of(order_id)
         if slot < 0:
             return False
+        if not (0 <= status < OS_COUNT):
+            self._fail(OrderInputError(f"order {order_id!r}: unknown order status {status}"))
+            return False
         return self._snapshot(slot, status, qty_lots, filled_lots, price_ticks, stop_price_ticks, cost,
                               ts_ns, seq, fold_fills) == 1
 
@@ -334,7 +337,7 @@ cdef class Account:
         cdef OrderRec* o = &self.order_recs[slot]
         cdef int event = 0
         cdef int64_t fill_lots
-        cdef OrderResult r = order_apply_snapshot(&tmp, <uint8_t>status if 0 <= status < 256 else 255,
+        cdef OrderResult r = order_apply_snapshot(&tmp, <uint8_t>status,
                                                   qty_lots, filled_lots, price_ticks, stop_price_ticks,
                                                   cost, ts_ns, seq, &event)
         if r >= OR_ERROR:

@@ -309,7 +309,9 @@ cdef class Order:
         it: amend, fill and status change together or not at all. Returns True when
         anything changed, False for a repeat or a stale update. O(1)."""
         cdef int event = 0
-        cdef OrderResult r = order_apply_snapshot(&self.rec, <uint8_t>status if 0 <= status < 256 else 255,
+        if not (0 <= status < OS_COUNT):
+            raise OrderInputError(f"order {self.order_id!r}: unknown order status {status}")
+        cdef OrderResult r = order_apply_snapshot(&self.rec, <uint8_t>status,
                                                   qty_lots, filled_lots, price_ticks, stop_price_ticks,
                                                   cost, ts_ns, seq, &event)
         if r >= OR_ERROR:
