@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import logging
 from decimal import Decimal
@@ -16,6 +17,8 @@ from typing import Any, Callable
 
 import pytest
 import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import Engine, Instrument
 from engine.account import Account, OrderStatus, OrderType, PositionStatus
@@ -715,3 +718,50 @@ def test_decoder_refuses_instruments_whose_quote_unit_overflows() -> None:
     huge = Instrument("HUGE", "5000000000", "5000000000")  # tick x lot units > int64
     with pytest.raises(ValueError, match="HUGE: tick_units \\* lot_units overflows int64"):
         BotPlatformDecoder(_Venue(), None, Dispatch(Engine(bar_intervals=()), "b", FeedCounters()), [huge])
+
+
+@functools.cache
+def _fuzz_setup() -> tuple[BotPlatformDecoder, Account, list[bytes]]:
+    """A decoder and account that applied 150 scenario steps, and those frames."""
+    sc = BotScenario(seed=8)
+    sim = BotPlatformSim(sc)
+    dec, acct, _ = _decoder(sc)
+    dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
+    frames = [sim.user_frame(sc.snapshot_data(), 0).encode()]
+    seq = 0
+    for _ in range(150):
+        for event, data in sc.step():
+            if event == "User":
+                seq += 1
+                frame = sim.user_frame(data, seq).encode()
+                dec.feed(frame, 1)
+                frames.append(frame)
+    return dec, acct, frames
+
+
+@settings(max_examples=400, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_fuzz_mutated_frames_never_crash_and_rejections_change_nothing(data: Any) -> None:
+    dec, acct, frames = _fuzz_setup()
+    frame = bytearray(data.draw(st.sampled_from(frames)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        pos = data.draw(st.integers(0, max(len(frame) - 1, 0)))
+        if kind == "flip" and frame:
+            frame[pos] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            frame[pos:pos] = bytes([data.draw(st.sampled_from(b'{}[]",:.-0123456789e \\x'))])
+        elif kind == "delete" and frame:
+            del frame[pos]
+        else:
+            del frame[pos:]
+    before = (acct.orders().tobytes(), [(p.qty_lots, p.status, p.realized_pnl) for p in acct.positions()],
+              acct.balances(), dec.last_seq, dec.synced, acct.error_count)
+    try:
+        dec.feed(bytes(frame), 1)
+    except DecodeError:
+        after = (acct.orders().tobytes(), [(p.qty_lots, p.status, p.realized_pnl) for p in acct.positions()],
+                 acct.balances(), dec.last_seq, dec.synced, acct.error_count)
+        assert after == before
+    acct._check_invariants()
