@@ -41,7 +41,7 @@ from feeds.binance_decode cimport (
     BK_TRADE, BK_AGG_TRADE, BM_SPOT,
 )
 
-from engine.errors import BookCrossedError, DecodeError
+from engine.errors import BookCrossedError, BookError, DecodeError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ cdef class BinanceBookSync:
     feed it); ``on_trade(sync, price_ticks, qty_lots, taker_side, trade_id, ts_ns)``.
 
     Counters: ``frames`` (every frame fed), ``depth_applied``, ``dropped_stale``,
-    ``gaps``, ``errors`` (malformed frames; nothing changed), ``bbo_checks``,
+    ``gaps``, ``errors`` (malformed frames and snapshots the book rejects; nothing
+    changed), ``bbo_checks``,
     ``bbo_mismatches``, ``crossed``, ``snapshots``, ``buffered``, ``buffer_dropped``,
     ``tickers``, ``trades``, ``ignored``, ``callback_errors``.
 
@@ -135,7 +136,12 @@ cdef class BinanceBookSync:
                     self.decoder.trade.taker_side, self.decoder.trade.trade_id,
                     self.decoder.trade.trade_ts_ns))
         elif kind == BK_SNAPSHOT:
-            self._on_snapshot()
+            try:
+                self._on_snapshot()
+            except BookError:
+                # Rejected whole by the book (crossed, repeated price): nothing changed.
+                self.errors += 1
+                raise
         else:
             self.ignored += 1
         if self.gap_to_signal is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import CrossPolicy, DecodeError, Instrument, OrderBook
+from engine import BookCrossedError, BookError, CrossPolicy, DecodeError, Instrument, OrderBook
 from feeds.binance_decode import BinanceDecoder
 from feeds.binance_sync import BinanceBookSync
 
@@ -336,6 +336,18 @@ def test_crossing_diff_is_rejected_counted_and_desyncs() -> None:
     before = book_state(book)
     sync.feed(depth(101, 102, [["105.00", "1"]], []))       # bid above the best ask
     assert sync.crossed == 1 and sync.state_name == "out_of_sync"
+    assert book_state(book) == before
+
+
+def test_snapshot_rejected_by_the_book_is_counted_and_changes_nothing() -> None:
+    book, sync = make_sync()
+    sync.feed(SNAP)
+    before = book_state(book)
+    with pytest.raises(BookCrossedError):
+        sync.feed(snapshot(200, [["105.00", "1"]], [["101.00", "1"]]))
+    with pytest.raises(BookError, match="repeats"):
+        sync.feed(snapshot(200, [["99.00", "1"], ["99.00", "2"]], [["101.00", "1"]]))
+    assert sync.errors == 2 and sync.snapshots == 1 and sync.state_name == "bridging"
     assert book_state(book) == before
 
 
