@@ -547,3 +547,12 @@ def test_other_threads_are_refused_while_a_batch_runs_without_the_gil() -> None:
         if refused:
             break
     assert refused and all("not thread-safe" in msg for msg in refused)
+
+
+def test_module_doctests() -> None:
+    import doctest
+
+    import engine.kline
+
+    result = doctest.testmod(engine.kline)
+    assert result.attempted >= 5 and result.failed == 0
