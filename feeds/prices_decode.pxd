@@ -59,6 +59,8 @@ cdef class PricesDecoder(FrameSink):
 # One side of one market: a JSON array of {"price":"…","quantity":"…"} objects, best
 # first (bids strictly descending, asks strictly ascending), appended to out[*n].
 # Never touches Python; the caller guarantees room for every level (reserve bound).
+# On a refused level *why says which rule failed (WHY_* in the .pyx) for the message.
 cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
                           int32_t qty_decimals, int64_t lot_units, int side,
-                          LevelUpdate* out, Py_ssize_t capacity, Py_ssize_t* n) noexcept nogil
+                          LevelUpdate* out, Py_ssize_t capacity, Py_ssize_t* n,
+                          int* why) noexcept nogil

@@ -32,6 +32,21 @@ cdef enum:
 # Smallest level object {"price":"1","quantity":"1"} plus its comma: 30 bytes.
 DEF MIN_LEVEL_BYTES = 30
 
+# Why read_side refused a level (its `why` output), for the error message.
+cdef enum:
+    WHY_NONE = 0
+    WHY_ORDER = 1
+    WHY_PRICE = 2
+    WHY_QTY = 3
+    WHY_MISSING = 4
+
+cdef dict _WHY = {
+    WHY_ORDER: "levels must be best first without repeats (asks ascending, bids descending)",
+    WHY_PRICE: "price must be positive",
+    WHY_QTY: "quantity must not be negative",
+    WHY_MISSING: "a level needs price and quantity",
+}
+
 
 cdef class MarketBook:
     """A market the venue applies: ``market`` (venue name, e.g. "BTC-EUR"), its
@@ -52,7 +67,8 @@ cdef class MarketBook:
 
 cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
                           int32_t qty_decimals, int64_t lot_units, int side,
-                          LevelUpdate* out, Py_ssize_t capacity, Py_ssize_t* n) noexcept nogil:
+                          LevelUpdate* out, Py_ssize_t capacity, Py_ssize_t* n,
+                          int* why) noexcept nogil:
     cdef JsonSpan key
     cdef Py_ssize_t nel = 0, count, start
     cdef int64_t price_ticks = 0, qty_lots = 0, prev = 0
@@ -88,12 +104,15 @@ cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_un
             return st
         st = JS_OK
         if seen != 3:
+            why[0] = WHY_MISSING
             return js_fail(c, JS_MISSING_FIELD, start)
         # Prices are positive, sizes non-negative; levels strictly best first.
         if price_ticks <= 0 or qty_lots < 0:
+            why[0] = WHY_PRICE if price_ticks <= 0 else WHY_QTY
             return js_fail(c, JS_BAD_FIELD, start)
         if nel > 1 and ((side == SIDE_BID and price_ticks >= prev) or
                         (side == SIDE_ASK and price_ticks <= prev)):
+            why[0] = WHY_ORDER
             return js_fail(c, JS_BAD_FIELD, start)
         prev = price_ticks
         out[n[0]].price_ticks = price_ticks
@@ -242,7 +261,7 @@ cdef class PricesDecoder:
         cdef Py_ssize_t count = 0, mcount, n = 0, before
         cdef MarketBook mb = None
         cdef Instrument inst
-        cdef int seen, side
+        cdef int seen, side = SIDE_BID, why = WHY_NONE
         cdef JsonStatus st
         self.gen += 1
         self.touched.clear()
@@ -279,7 +298,7 @@ cdef class PricesDecoder:
                     seen |= 1 << side
                     before = n
                     st = read_side(c, inst.price_decimals, inst.tick_units, inst.qty_decimals,
-                                   inst.lot_units, side, self.scratch, self.capacity, &n)
+                                   inst.lot_units, side, self.scratch, self.capacity, &n, &why)
                     if st == JS_END:
                         st = JS_OK
                     if n > before:
@@ -297,6 +316,9 @@ cdef class PricesDecoder:
             self.touched.append(mb)
             mb = None
         if st != JS_END:
+            if why != WHY_NONE:
+                raise DecodeError(f"prices {mb.market} {'bids' if side == SIDE_BID else 'asks'}: "
+                                  f"{_WHY[why]}", c.err_pos)
             js_raise(c, st, f"prices {mb.market}" if mb is not None else "prices")
         return 0
 

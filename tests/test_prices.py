@@ -407,12 +407,17 @@ def test_decoder_replaces_books_and_keepalive_keeps_them(offline: Any) -> None:
      b'"ETH-EUR":{"asks":[{"price":"10.00","quantity":"1"}],"bids":[{"price":"10.00","quantity":"1"}]}}}',
      "ETH-EUR: crossed book"),
     (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[{"price":"2.00","quantity":"1"},'
-     b'{"price":"1.00","quantity":"1"}],"bids":[]}}}', "prices BTC-EUR"),           # not best first
+     b'{"price":"1.00","quantity":"1"}],"bids":[]}}}', "BTC-EUR asks: levels must be best first"),
+    (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"2.00","quantity":"1"},'
+     b'{"price":"2.00","quantity":"1"}]}}}', "BTC-EUR bids: levels must be best first"),  # repeat
     (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"1.005","quantity":"1"}]}}}',
      "not a whole number"),                                                             # off-tick
     (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"1.00","quantity":"-1"}]}}}',
-     "prices BTC-EUR"),                                                                 # negative size
-    (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"1.00"}]}}}', "missing"),
+     "BTC-EUR bids: quantity must not be negative"),
+    (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"0","quantity":"1"}]}}}',
+     "BTC-EUR bids: price must be positive"),
+    (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[{"price":"1.00"}]}}}',
+     "BTC-EUR bids: a level needs price and quantity"),
     (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[]}}}', "missing"),                # no bids
     (b'{"type":"PRICES","prices":{"BTC-EUR":{"asks":[],"bids":[]},"BTC-EUR":{"asks":[],"bids":[]}}}',
      "twice|duplicate"),
