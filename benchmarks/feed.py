@@ -130,7 +130,7 @@ def bench_picows_raw(url: str, n_frames: int) -> dict[str, Any]:
     total = n_frames + 1
     perf = time.perf_counter_ns
 
-    class Counter(WSListener):  # type: ignore[misc]
+    class Counter(WSListener):
         def __init__(self) -> None:
             super().__init__()
             self.count = 0
@@ -153,8 +153,10 @@ def bench_picows_raw(url: str, n_frames: int) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         import asyncio
         # Same read buffer as the engine's session default: equal socket reads for both.
-        transport, listener = await ws_connect(Counter, url, max_frame_size=16 << 20,
-                                               read_buffer_init_size=256 * 1024)
+        transport, generic = await ws_connect(Counter, url, max_frame_size=16 << 20,
+                                              read_buffer_init_size=256 * 1024)
+        assert isinstance(generic, Counter)
+        listener = generic
         listener.done = asyncio.Event()
         transport.send(WSMsgType.TEXT, json.dumps({"id": 1, "connect": {"token": TOKEN, "name": "raw"}}).encode())
         transport.send(WSMsgType.TEXT, json.dumps({"id": 2, "subscribe": {"channel": f"market:orderBook:{SYMBOL}"}}).encode())
@@ -189,7 +191,8 @@ def bench_websockets_json(url: str, n_frames: int) -> dict[str, Any]:
             while count < total:
                 msg = await ws.recv()
                 recv_ns = now()
-                for line in msg.split("\n"):
+                text = msg if isinstance(msg, str) else msg.decode()
+                for line in text.split("\n"):
                     obj = json.loads(line)
                     push = obj.get("push")
                     if push is None:
@@ -268,7 +271,7 @@ def bench_inprocess(n_frames: int, impl: str, repeats: int) -> dict[str, Any]:
             from sortedcontainers import SortedDict
             bids: Any = SortedDict()
             asks: Any = SortedDict()
-            cbs = [lambda b: None]
+            cbs: list[Any] = [lambda b: None]
             t0 = time.perf_counter_ns()
             for p in payloads:
                 data = json.loads(p)["push"]["pub"]["data"]
