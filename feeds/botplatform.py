@@ -83,6 +83,11 @@ Sequence and resync rules (state in ``BotPlatformDecoder``)
 - Snapshot application: a position the client never created is created; the live one
   of its symbol is updated; earlier ones of the same symbol are already final and
   skipped. Orders are created or updated (the Account treats a known id as an update).
+- A User frame for another ``user_id`` than the one AuthOk named (or before AuthOk) is
+  a bad frame. Unknown events and unknown User types are skipped and counted
+  (``unknown_messages``; an unknown User type still consumes its seq), so a newer
+  server does not break this client. Notifications are validated before their seq is
+  applied, like every other message.
 
 Mapping into the engine (``engine.Account`` of ``account_id``, feed mode)
 -------------------------------------------------------------------------
@@ -108,9 +113,10 @@ updated before the frame's callbacks run.
 Close codes: 4000-4499 are terminal (4001 invalid token, 4003 forbidden, 4400 bad
 request: reconnecting cannot help); every other close reconnects with backoff.
 
-Hot path: User frames are decoded by ``feeds.botplatform_decode`` straight from
-picows' buffer with the jscan scanner (no ``json.loads``); Auth, Symbol and
-Notification messages (rare) go through ``json`` into typed dataclasses.
+Hot path: the decoder (``feeds.botplatform_decode``, the venue's ``frame_sink``) gets
+picows' buffer in C and scans User frames with jscan (no ``json.loads``), then makes
+one Account call per object with exact integers; Auth, Symbol and Notification
+messages (rare) go through ``json`` into typed dataclasses.
 """
 from __future__ import annotations
 
