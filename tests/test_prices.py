@@ -502,3 +502,13 @@ def test_simulator_speaks_the_documented_messages(run: Any) -> None:
                     assert msg["type"] == "ERROR" and text in msg["message"]
             assert len(sim.errors_sent) == 3
     run(main())
+
+
+def test_cli_serves_the_simulator() -> None:
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "feeds.sim", "prices", "--seconds", "0.3", "--loop", "asyncio",
+                          "--set", "keepalive_s=0.1"], capture_output=True, text=True, timeout=60, check=True)
+    info = json.loads(out.stdout.splitlines()[0])
+    assert info["venue"] == "prices" and info["url"].endswith("/ws/prices")

@@ -582,3 +582,13 @@ def test_simulator_speaks_the_documented_messages(run: Any) -> None:
                         await ws.recv()
                 assert ws.close_code == 1009
     run(main())
+
+
+def test_cli_serves_the_simulator() -> None:
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "feeds.sim", "realtime", "--seconds", "0.3", "--loop", "asyncio",
+                          "--set", "rate_limit=50"], capture_output=True, text=True, timeout=60, check=True)
+    info = json.loads(out.stdout.splitlines()[0])
+    assert info["venue"] == "realtime" and info["url"].endswith("/realtime")

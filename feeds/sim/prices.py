@@ -29,7 +29,7 @@ its "skipped sequence": the next PRICES of each market heals it). Burst mode
 """
 from __future__ import annotations
 
-import asyncio
+import argparse
 import copy
 import json
 import uuid
@@ -40,7 +40,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from engine._core.instrument import Instrument
 from feeds.sim.market import BookDelta, Level, SyntheticMarket
-from feeds.sim.server import SimClient, SimServer, encode_burst
+from feeds.sim.server import SimClient, SimServer, encode_burst, refuse_handshake
 
 __all__ = ["PricesSim", "encode_prices", "encode_keepalive", "prices_instruments"]
 
@@ -91,7 +91,7 @@ class PricesSim(SimServer):
     never logged), ``interval_s`` (seconds between market steps; None: only
     :meth:`advance` moves the market), ``keepalive_s`` (None: no keep-alives),
     ``error_close_code``, ``burst``/``burst_market`` (burst mode), plus the
-    :class:`SimServer` parameters.
+    :class:`SimServer` parameters. ``paused`` (base class) stops the market ticks.
 
     Burst mode (``burst=N``): the market does not tick. At start, N whole-book PRICES
     frames of ``burst_market`` are encoded from a copy of the market; every client whose
@@ -114,8 +114,6 @@ class PricesSim(SimServer):
         self.interval_s = None if burst else interval_s
         self.keepalive_s = keepalive_s
         self.error_close_code = error_close_code
-        #: When True the market does not step on its own (``advance`` still works).
-        self.paused = False
         self.instruments: dict[str, Instrument] = dict(self.market.instruments)
         self.eur_markets = [m for m in self.instruments if m.endswith("-EUR")]
         self.subscriptions: list[list[str] | None] = []   # every subscription received, in order
@@ -186,21 +184,14 @@ class PricesSim(SimServer):
         if self.burst_count:
             self._prepare_burst()
         if self.interval_s is not None:
-            self.spawn(self._tick_loop(self.interval_s), "market")
+            self.every(self.interval_s, self.advance, "market")  # skipped while ``paused``
         if self.keepalive_s is not None:
-            self.spawn(self._keepalive_loop(self.keepalive_s), "keepalive")
+            self.every(self.keepalive_s, self.send_keepalives, "keepalive", pausable=False)
 
-    async def _tick_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if not self.paused:
-                self.advance(1)
-
-    async def _keepalive_loop(self, keepalive_s: float) -> None:
-        while True:
-            await asyncio.sleep(keepalive_s)
-            for c in self.subscribed_clients():
-                c.send(encode_keepalive(c.state.markets))
+    def send_keepalives(self) -> None:
+        """The "no change" PRICES (empty asks and bids) to every subscribed client."""
+        for c in self.subscribed_clients():
+            c.send(encode_keepalive(c.state.markets))
 
     def accept(self, request: WSUpgradeRequest) -> bool | WSUpgradeResponse:
         """The path, then the bearer token (HTTP 401 when wrong or under reject_auth)."""
@@ -209,8 +200,7 @@ class PricesSim(SimServer):
         if self._token is not None or self.reject_auth:
             auth = request.headers.get("Authorization")
             if self.reject_auth or auth != f"Bearer {self._token}":
-                refused: WSUpgradeResponse = WSUpgradeResponse.create_error_response(401, b"unauthorized")
-                return refused
+                return refuse_handshake(401, b"unauthorized")
         return True
 
     def on_connect(self, client: SimClient) -> None:
@@ -254,3 +244,14 @@ class PricesSim(SimServer):
             frames.append(encode_prices(self.instruments, {m: market.book(m)}).encode())
         self._burst = encode_burst(frames)
         self.burst_book = market.book(m)
+
+
+def from_cli(args: argparse.Namespace) -> PricesSim:
+    """``python -m feeds.sim prices``: uses ``--seed --interval --burst --burst-symbol
+    --host --port``; ``--token`` only with ``--set auth=1`` (default: no
+    authentication); ``--set keepalive_s=S`` (default 1)."""
+    opts: dict[str, str] = args.options
+    return PricesSim(seed=args.seed, token=args.token if opts.get("auth") == "1" else None,
+                     interval_s=0.05 if args.interval is None else args.interval,
+                     keepalive_s=float(opts.get("keepalive_s", "1.0")), burst=args.burst,
+                     burst_market=args.burst_symbol, host=args.host, port=args.port)

@@ -34,6 +34,7 @@ subscription; the quote a client must end with is :attr:`burst_quote`.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import json
@@ -92,7 +93,6 @@ class RealtimeSim(SimServer):
         self.interval_s = None if burst else interval_s
         self.rate_limit = rate_limit
         self.rate_window_s = rate_window_s
-        self.paused = False
         self.instruments: dict[str, Instrument] = dict(self.market.instruments)
         #: Reference price per symbol (start mid, ticks): change is measured from it.
         self.reference: dict[str, int] = {}
@@ -211,13 +211,7 @@ class RealtimeSim(SimServer):
         if self.burst_count:
             self._prepare_burst()
         if self.interval_s is not None:
-            self.spawn(self._tick_loop(self.interval_s), "market")
-
-    async def _tick_loop(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if not self.paused:
-                self.advance(1)
+            self.every(self.interval_s, self.advance, "market")  # skipped while ``paused``
 
     def on_connect(self, client: SimClient) -> None:
         client.state = _Conn()
@@ -306,3 +300,15 @@ class RealtimeSim(SimServer):
                     self.burst_quote = q
                     self.burst_trades.append(e)
         self._burst = encode_burst(frames)
+
+
+def from_cli(args: argparse.Namespace) -> RealtimeSim:
+    """``python -m feeds.sim realtime``: uses ``--seed --token`` (the accepted JWT)
+    ``--interval --burst --burst-symbol --host --port``; ``--set rate_limit=N``,
+    ``--set rate_window_s=S``."""
+    opts: dict[str, str] = args.options
+    return RealtimeSim(seed=args.seed, jwt=args.token,
+                       interval_s=0.05 if args.interval is None else args.interval,
+                       rate_limit=int(opts.get("rate_limit", "100")),
+                       rate_window_s=float(opts.get("rate_window_s", "60")),
+                       burst=args.burst, burst_symbol=args.burst_symbol, host=args.host, port=args.port)
