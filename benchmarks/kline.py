@@ -12,12 +12,12 @@ Cases (ns per trade, median of repeats):
 - ``add_trades``: the same four frames from numpy arrays in one call. Peers: pandas
   ``resample`` of the same trades (open/high/low/close, volume, taker-buy volume,
   count, notional for each of the four rules, from a prepared DataFrame: building the
-  DatetimeIndex is not timed) and the reference fed the same trades (its per-trade
+  DatetimeIndex and the taker-buy and notional columns is not timed) and the reference fed the same trades (its per-trade
   loop is the only way it has). ``extra`` has millions of trades per second.
 - ``add_trades_all``: the engine with nine frames at once (1s, 1m, 5m, 1h, 1d, 1w,
   tick:100, volume:500000, notional:10**12), batch.
-The reference runs on a tenth of the trades (it is ~1,000x slower); ns per trade is
-comparable because its cost per trade does not depend on n.
+The reference runs on a tenth of the trades (it is two orders of magnitude slower);
+ns per trade is comparable because its cost per trade does not depend on n.
 
 ``ns_per_op`` is the wall-clock median (harness); ``extra["cpu_ns_per_op"]`` is the
 median of the process's CPU time for the same work, which other processes competing
