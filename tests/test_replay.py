@@ -149,3 +149,27 @@ def test_xz_and_gzip_detected_by_magic(tmp_path: Path) -> None:
     (tmp_path / "b.bin").write_bytes(gzip.compress(line))
     for name in ("a.bin", "b.bin"):
         assert list(read_frames(tmp_path / name)) == [RecordedFrame(7, b'{"a":1}')]
+
+
+def test_cli_coinm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """COIN-M: contract sizes (integers), the pu chain, a bookTicker check."""
+    def diff(U: int, u: int, pu: int, bids: list[list[str]], asks: list[list[str]]) -> bytes:
+        return json.dumps({"stream": "btcusd_perp@depth@0ms", "data": {
+            "e": "depthUpdate", "E": 1, "T": 1, "s": "BTCUSD_PERP", "ps": "BTCUSD",
+            "U": U, "u": u, "pu": pu, "b": bids, "a": asks}}).encode()
+
+    lines = [
+        diff(5, 9, 4, [["61800.1", "3"]], []),
+        b'{"lastUpdateId":9,"E":1,"T":1,"bids":[["61800.1","3"],["61799.0","10"]],"asks":[["61800.2","7"]]}',
+        diff(10, 12, 9, [["61800.1", "0"]], [["61800.3", "1"]]),
+        json.dumps({"stream": "btcusd_perp@bookTicker", "data": {
+            "e": "bookTicker", "u": 12, "s": "BTCUSD_PERP", "ps": "BTCUSD",
+            "b": "61799.0", "B": "10", "a": "61800.2", "A": "7", "T": 1, "E": 1}}).encode(),
+    ]
+    path = tmp_path / "coinm.txt"
+    path.write_bytes(b"".join(b"%d %s\n" % (i, line) for i, line in enumerate(lines)))
+    assert main([str(path), "--venue", "binance-coinm", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["symbol"], out["tick_size"], out["lot_size"]) == ("BTCUSD_PERP", "0.1", "1")
+    assert (out["depth_applied"], out["gaps"], out["bbo_checks"], out["bbo_mismatches"]) == (2, 0, 1, 0)
+    assert (out["best_bid"], out["best_ask"]) == ("61799.0", "61800.2")
