@@ -358,13 +358,13 @@ def test_skipped_sequence_resyncs(run: Any) -> None:
 
 def test_stall_is_detected_and_recovered(run: Any) -> None:
     async def main() -> None:
-        async with open_harness(sim_kw=dict(heartbeat_s=0.1), stale_after_s=0.5) as h:
+        async with open_harness(sim_kw=dict(heartbeat_s=0.1), stale_after_s=0.8) as h:
             await h.feed.wait_subscribed(5)
             await step(h, 50)
             await h.caught_up()
             await asyncio.sleep(0.3)
             assert h.decoder.heartbeats >= 2 and h.feed.counters.reconnects == 0
-            h.sim.stall(1.5)
+            h.sim.stall(2.0)
             await step(h, 30)
             await h.status(FeedStatus.RECONNECTING, timeout=4)
             assert "stale" in h.feed.status_reason
