@@ -266,6 +266,8 @@ class StreamVenue(Venue):
 
     def on_sio_connected(self, sid: str) -> None:
         """Namespace connected: emit every subscription, each with an ack."""
+        if not self.subscriptions and self.feed is not None:
+            self.feed.subscribed("no subscriptions")
         for event, message in self.subscriptions:
             if event == "openorders":
                 message = dict(message, since=self.orders_since_ms)

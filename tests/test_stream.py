@@ -222,6 +222,22 @@ def test_public_only_without_key(run: Any) -> None:
     run(main())
 
 
+def test_no_subscriptions_is_still_subscribed(run: Any) -> None:
+    async def main() -> None:
+        sim = StreamSim(seed=2, interval_s=None)
+        await sim.start()
+        try:
+            eng = Engine(bar_intervals=())
+            feed = eng.connect("stream", url=sim.url, instruments=[], **FAST)
+            await eng.start()
+            await feed.wait_subscribed(5)
+            assert feed.status_reason == "no subscriptions" and sim.stats["frames_received"] == 1  # "40"
+            await eng.close()
+        finally:
+            await sim.stop()
+    run(main())
+
+
 def test_drop_reconnects_and_recovers_everything(run: Any) -> None:
     async def main() -> None:
         async with open_harness() as h:

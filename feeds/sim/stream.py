@@ -38,12 +38,14 @@ they end with.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 from picows import WSUpgradeRequest
 
@@ -186,7 +188,6 @@ class StreamSim(SimServer):
     def accept(self, request: WSUpgradeRequest) -> bool:
         if not super().accept(request):
             return False
-        from urllib.parse import parse_qs, urlsplit
         q = parse_qs(urlsplit(request.path.decode("latin-1")).query)
         return q.get("EIO") == ["4"] and q.get("transport") == ["websocket"]
 
@@ -221,14 +222,12 @@ class StreamSim(SimServer):
         self.spawn(self._ping_loop(), "ping")
 
     async def _tick_loop(self, interval_s: float) -> None:
-        import asyncio
         while True:
             await asyncio.sleep(interval_s)
             if not self.paused:
                 self.advance(1)
 
     async def _ping_loop(self) -> None:
-        import asyncio
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ping_interval_ms / 1000)
