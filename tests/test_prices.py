@@ -512,3 +512,14 @@ def test_cli_serves_the_simulator() -> None:
                           "--set", "keepalive_s=0.1"], capture_output=True, text=True, timeout=60, check=True)
     info = json.loads(out.stdout.splitlines()[0])
     assert info["venue"] == "prices" and info["url"].endswith("/ws/prices")
+
+
+def test_burst_payloads_decode_offline_to_the_burst_book(offline: Any) -> None:
+    eng, venue = offline
+    sim = PricesSim(seed=11, burst=300, burst_market="BTC-EUR")
+    sim.prepare_burst()
+    assert len(sim.burst_payloads) == 300
+    for i, frame in enumerate(sim.burst_payloads):
+        venue.decoder.feed(frame, i)
+    bids, asks = sim.burst_book
+    assert levels(eng.book("BTC-EUR").bids()) == bids and levels(eng.book("BTC-EUR").asks()) == asks

@@ -592,3 +592,17 @@ def test_cli_serves_the_simulator() -> None:
                           "--set", "rate_limit=50"], capture_output=True, text=True, timeout=60, check=True)
     info = json.loads(out.stdout.splitlines()[0])
     assert info["venue"] == "realtime" and info["url"].endswith("/realtime")
+
+
+def test_burst_payloads_decode_offline(offline: Any) -> None:
+    eng, venue = offline
+    trades: list[Trade] = []
+    eng.on_trade(trades.append)
+    sim = RealtimeSim(seed=5, burst=200, burst_symbol="ETH-USDT")
+    sim.prepare_burst()
+    assert len(sim.burst_payloads) == 400
+    for i, frame in enumerate(sim.burst_payloads):
+        venue.decoder.feed(frame, i)
+    q = venue.quotes["ETH-USDT"]
+    assert (q.last_price_ticks, q.change_ticks, q.change_pct_units, q.ts_ns) == sim.burst_quote
+    assert [t.price_ticks for t in trades] == [t.price_ticks for t in sim.burst_trades]

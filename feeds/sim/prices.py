@@ -122,6 +122,8 @@ class PricesSim(SimServer):
         self.burst_count = burst
         self.burst_market = burst_market or self.eur_markets[0]
         self._burst = encode_burst([])
+        #: Burst mode: the N PRICES messages, as sent after the first one (after ``start``).
+        self.burst_payloads: list[bytes] = []
         self.burst_book: tuple[list[Level], list[Level]] = ([], [])
 
     def __repr__(self) -> str:  # the token never appears
@@ -182,7 +184,7 @@ class PricesSim(SimServer):
     # -- lifecycle and hooks -------------------------------------------------------------
     async def on_start(self) -> None:
         if self.burst_count:
-            self._prepare_burst()
+            self.prepare_burst()
         if self.interval_s is not None:
             self.every(self.interval_s, self.advance, "market")  # skipped while ``paused``
         if self.keepalive_s is not None:
@@ -235,7 +237,12 @@ class PricesSim(SimServer):
         if self.burst_count and self.burst_market in conn.markets:
             self.spawn(client.burst(self._burst), f"burst-{client.client_id}")
 
-    def _prepare_burst(self) -> None:
+    def prepare_burst(self) -> None:
+        """Encode the burst (``start`` does it in burst mode): fills
+        :attr:`burst_payloads` and :attr:`burst_book` (the book after them) from a copy
+        of the market. O(burst x depth); idempotent."""
+        if self.burst_payloads:
+            return
         m = self.burst_market
         market = copy.deepcopy(self.market)  # the live market stays at its start state
         frames: list[bytes] = []
@@ -243,6 +250,7 @@ class PricesSim(SimServer):
             market.step_book(m)
             frames.append(encode_prices(self.instruments, {m: market.book(m)}).encode())
         self._burst = encode_burst(frames)
+        self.burst_payloads = frames
         self.burst_book = market.book(m)
 
 

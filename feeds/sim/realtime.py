@@ -110,6 +110,8 @@ class RealtimeSim(SimServer):
         self.burst_count = burst
         self.burst_symbol = burst_symbol or next(iter(self.instruments))
         self._burst = encode_burst([])
+        #: Burst mode: the 2N messages (trade:created, market:price pairs), as sent.
+        self.burst_payloads: list[bytes] = []
         self.burst_quote: tuple[int, int, int, int] | None = None
         self.burst_trades: list[Trade] = []
 
@@ -209,7 +211,7 @@ class RealtimeSim(SimServer):
     # -- lifecycle and hooks -------------------------------------------------------------
     async def on_start(self) -> None:
         if self.burst_count:
-            self._prepare_burst()
+            self.prepare_burst()
         if self.interval_s is not None:
             self.every(self.interval_s, self.advance, "market")  # skipped while ``paused``
 
@@ -287,7 +289,12 @@ class RealtimeSim(SimServer):
         else:
             self._error(client, 400, f"bad subscription {msg!r}")
 
-    def _prepare_burst(self) -> None:
+    def prepare_burst(self) -> None:
+        """Encode the burst (``start`` does it in burst mode): fills
+        :attr:`burst_payloads`, :attr:`burst_quote` and :attr:`burst_trades` from a copy
+        of the market. Idempotent."""
+        if self.burst_payloads:
+            return
         sym = self.burst_symbol
         market = copy.deepcopy(self.market)  # the live market stays at its start state
         frames: list[bytes] = []
@@ -300,6 +307,7 @@ class RealtimeSim(SimServer):
                     self.burst_quote = q
                     self.burst_trades.append(e)
         self._burst = encode_burst(frames)
+        self.burst_payloads = frames
 
 
 def from_cli(args: argparse.Namespace) -> RealtimeSim:
