@@ -101,17 +101,19 @@ def subscription_message(markets: Sequence[str] | None) -> str:
 class _Connection:
     """What one connection (primary or handover link) reports through its decoder."""
 
-    def __init__(self, venue: "PricesVenue", feed: Feed, label: str) -> None:
+    def __init__(self, venue: "PricesVenue", feed: Feed, label: str, primary: bool) -> None:
         self.venue = venue
         self.feed = feed
         self.label = label
+        self.primary = primary
         self.error: tuple[str | None, str] | None = None
         self.error_ns = 0
 
     def on_live(self) -> None:
         """First PRICES of the connection: it is live."""
         self.feed.subscribed(f"{self.label}: first PRICES")
-        self.venue._live_changed()
+        if self.primary:
+            self.venue._primary_live()
 
     def on_server_error(self, connection_id: str | None, message: str) -> None:
         """ERROR: remember it; the server's close follows (on_close names it)."""
@@ -155,7 +157,7 @@ class _HandoverLink(Venue):
 
     def bind(self, feed: Feed, dispatch: "Dispatch") -> None:
         super().bind(feed, dispatch)
-        self.conn = _Connection(self.parent, feed, "handover link")
+        self.conn = _Connection(self.parent, feed, "handover link", False)
         self.decoder = PricesDecoder(self.conn, dispatch, self.parent._books_for(self.markets))
         self.frame_sink = self.decoder
 
@@ -234,7 +236,7 @@ class PricesVenue(Venue):
     def bind(self, feed: Feed, dispatch: "Dispatch") -> None:
         """Build the decoder once the engine wired us (reset on every connection)."""
         super().bind(feed, dispatch)
-        self._conn = _Connection(self, feed, "primary")
+        self._conn = _Connection(self, feed, "primary", True)
         self.decoder = PricesDecoder(self._conn, dispatch, self._books_for(self.markets))
         # The session's listener hands picows' buffer to the decoder in C.
         self.frame_sink = self.decoder
@@ -249,7 +251,7 @@ class PricesVenue(Venue):
         """Fresh per-connection decoder (live flag, error state), then the subscription."""
         assert self.decoder is not None
         self._conn_gen += 1
-        self._conn = _Connection(self, feed, "primary")
+        self._conn = _Connection(self, feed, "primary", True)
         self.decoder.reset(self._conn, self._books_for(self.markets))
         feed.send_text(subscription_message(self.markets))
 
@@ -288,7 +290,7 @@ class PricesVenue(Venue):
         }
 
     # ---- changing markets ----------------------------------------------------------------
-    def _live_changed(self) -> None:
+    def _primary_live(self) -> None:
         self._live_gen = self._conn_gen
         if self._live_event is not None:
             self._live_event.set()
