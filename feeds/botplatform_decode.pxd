@@ -8,9 +8,10 @@
 # decimals; only after the whole frame validated are the records applied to the
 # Account. Cold messages (Auth, Symbol, Notification) are handed to the venue as the
 # raw bytes of their `data` object.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from engine._core.jscan cimport JsonCursor, JsonSpan, JsonStatus
+from engine._core.account cimport Account
 from feeds._hotpath cimport FrameSink, Dispatch
 
 cdef enum EventKind:
@@ -79,7 +80,7 @@ ctypedef struct BotRecord:
 
 cdef class BotPlatformDecoder(FrameSink):
     cdef object venue                  # feeds.botplatform.BotPlatformVenue (cold handlers)
-    cdef object account                # engine Account (feed mode); None: user data ignored
+    cdef Account account               # the engine's Account (feed mode) the User stream updates
     cdef Dispatch dispatch
     cdef list instruments              # Instrument objects, InstSpec order
     cdef list instrument_names         # bytes owning InstSpec.name
@@ -126,4 +127,4 @@ cdef class BotPlatformDecoder(FrameSink):
                             int64_t recv_ns) except -1
     cdef int apply_order(self, JsonCursor* c, const BotRecord* rec, int64_t seq, int64_t recv_ns) except -1
     cdef int apply_energy(self, int64_t energy, int64_t ts_ns, int64_t recv_ns) except -1
-    cdef int note_refusal(self, object before, str what, object object_id) except -1
+    cdef int note_refusal(self, uint64_t before, str what, object object_id) except -1

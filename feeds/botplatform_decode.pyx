@@ -10,7 +10,7 @@ whole frame validated, so a bad frame raises DecodeError and changes nothing. Co
 messages (Auth, Symbol, Notification) go to the venue as the raw bytes of ``data``.
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawRealloc, PyMem_RawFree
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcmp, strlen
 
 from engine._core.types cimport Status, ST_OK, ST_NEGATIVE, ST_OVERFLOW, ST_SYNTAX
@@ -26,6 +26,7 @@ from engine._core.jscan cimport (
     js_span_eq, js_span_to_str, js_raise,
 )
 
+from engine._core.account cimport Account
 from feeds._hotpath cimport FrameSink, Dispatch
 
 from engine.errors import DecodeError
@@ -246,7 +247,7 @@ cdef class BotPlatformDecoder:
         self.snap_positions = NULL
         self.snap_orders = NULL
 
-    def __init__(self, venue, account, Dispatch dispatch not None, instruments):
+    def __init__(self, venue, Account account not None, Dispatch dispatch not None, instruments):
         cdef Instrument inst
         cdef Py_ssize_t i
         cdef int64_t step
@@ -691,7 +692,7 @@ cdef class BotPlatformDecoder:
         js_raise(c, st, f"botplatform {what}" + (f" {field}" if field else ""))
 
     # ---- applying (GIL: Account calls) -------------------------------------------------
-    cdef int note_refusal(self, object before, str what, object object_id) except -1:
+    cdef int note_refusal(self, uint64_t before, str what, object object_id) except -1:
         # The Account (feed mode) refused an update: it counted it in error_count and
         # handed the error to its on_error callback; the state is unchanged.
         if self.account.error_count != before:
@@ -724,8 +725,8 @@ cdef class BotPlatformDecoder:
         qty = rec.qty_lots if rec.side == 0 else -rec.qty_lots
         entry = js_span_to_str(c, &rec.entry_price) if rec.flags & BF_ENTRY else None
         realized = rec.realized_units if rec.flags & BF_REALIZED else None
-        acct = self.account
-        before = acct.error_count
+        cdef Account acct = self.account
+        cdef uint64_t before = acct.error_count
         if create:
             ok = acct.on_position_create(pid, sym, POSITION_STATUS_NAMES[rec.status], qty, entry, None,
                                          realized, rec.ts_ns)
@@ -749,8 +750,8 @@ cdef class BotPlatformDecoder:
         cdef str oid = js_span_to_str(c, &rec.id)
         price = rec.price_ticks if rec.flags & BF_PRICE else None
         stop = rec.stop_ticks if rec.flags & BF_STOP else None
-        acct = self.account
-        before = acct.error_count
+        cdef Account acct = self.account
+        cdef uint64_t before = acct.error_count
         if rec.kind == BK_ORDER_CREATE:
             ok = acct.on_position_order_create(
                 js_span_to_str(c, &rec.position_id), oid, inst.symbol, ORDER_SIDE_NAMES[rec.side],
@@ -767,8 +768,8 @@ cdef class BotPlatformDecoder:
         return 0
 
     cdef int apply_energy(self, int64_t energy, int64_t ts_ns, int64_t recv_ns) except -1:
-        acct = self.account
-        before = acct.error_count
+        cdef Account acct = self.account
+        cdef uint64_t before = acct.error_count
         ok = acct.on_nft_energy_update(energy, ts_ns)
         self.note_refusal(before, "NftEnergyUpdate", None)
         self.venue.on_energy_applied(energy, ts_ns, bool(ok), recv_ns)

@@ -717,7 +717,7 @@ def test_recorded_session_replays_to_the_same_state(run: Any, tmp_path: Any) -> 
 def test_decoder_refuses_instruments_whose_quote_unit_overflows() -> None:
     huge = Instrument("HUGE", "5000000000", "5000000000")  # tick x lot units > int64
     with pytest.raises(ValueError, match="HUGE: tick_units \\* lot_units overflows int64"):
-        BotPlatformDecoder(_Venue(), None, Dispatch(Engine(bar_intervals=()), "b", FeedCounters()), [huge])
+        BotPlatformDecoder(_Venue(), Account(), Dispatch(Engine(bar_intervals=()), "b", FeedCounters()), [huge])
 
 
 @functools.cache
