@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -9,6 +9,7 @@ LEVEL_DTYPE: np.dtype[Any]
 
 _IntArray = npt.ArrayLike
 
+@final
 class OrderBook:
     """L2 order book: int64 ticks and lots in typed memory."""
 

@@ -1,3 +1,7 @@
+from typing_extensions import disjoint_base
+
+
+@disjoint_base
 class Instrument:
     """A tradable symbol with exact tick and lot sizes (decimal strings)."""
 
