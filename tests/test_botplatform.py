@@ -765,3 +765,16 @@ def test_fuzz_mutated_frames_never_crash_and_rejections_change_nothing(data: Any
                  acct.balances(), dec.last_seq, dec.synced, acct.error_count)
         assert after == before
     acct._check_invariants()
+
+
+def test_simulator_command_line() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "feeds.sim", "botplatform", "--seconds", "0.3", "--seed", "3",
+                           "--set", "heartbeat_s=0.1", "--loop", "asyncio"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.splitlines()[0])
+    assert info["venue"] == "botplatform" and info["url"] == f"ws://127.0.0.1:{info['port']}/ws"

@@ -30,6 +30,7 @@ back as New). Burst mode (``burst=N``): see :class:`BotPlatformSim`.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import json
@@ -43,7 +44,7 @@ from feeds.sim.market import SyntheticMarket, default_instruments
 from feeds.sim.server import SimClient, SimServer, encode_burst
 
 __all__ = ["BotPlatformSim", "BotScenario", "SimOrder", "SimPosition", "SimSymbol", "burst_messages",
-           "encode_order", "encode_position", "encode_symbol", "symbol_frame", "user_frame"]
+           "encode_order", "encode_position", "encode_symbol", "from_cli", "symbol_frame", "user_frame"]
 
 CLOSE_INVALID_TOKEN = 4001
 CLOSE_BAD_REQUEST = 4400
@@ -557,3 +558,17 @@ def burst_messages(scenario: BotScenario, n: int, start_seq: int = 0) -> list[by
             else:
                 frames.append(symbol_frame(data).encode())
     return frames
+
+
+def from_cli(args: argparse.Namespace) -> BotPlatformSim:
+    """``python -m feeds.sim botplatform``: uses ``--seed --token --interval --burst
+    --host --port``; ``--set user_id=U-1`` (default U-1), ``--set heartbeat_s=S``
+    (default 5). ``ValueError`` for an unknown ``--set`` key."""
+    opts: dict[str, str] = dict(args.options)
+    unknown = set(opts) - {"user_id", "heartbeat_s"}
+    if unknown:
+        raise ValueError(f"botplatform: unknown --set option(s) {sorted(unknown)}")
+    return BotPlatformSim(seed=args.seed, token=args.token, user_id=opts.get("user_id", "U-1"),
+                          interval_s=0.02 if args.interval is None else args.interval,
+                          heartbeat_s=float(opts.get("heartbeat_s", "5")), burst=args.burst,
+                          host=args.host, port=args.port)
