@@ -62,9 +62,8 @@ Limits and timing (defaults from the seed; all configurable for tests)
   applied to the session's backoff options in ``bind`` unless the caller passed other
   values than the SessionOptions defaults (backoff_initial_s=1, backoff_factor=2,
   backoff_max_s=30, jitter=0, max_attempts=5). The attempt count resets once a
-  connection is subscribed. (The session computes the n-th delay from its attempt
-  counter, which gives 1, 1, 2, 4, 8 s after a drop, and it waits once more before
-  reporting "failed"; both are the session's, not this adapter's.)
+  connection is subscribed. After a drop the waits are 1, 2, 4, 8, 16 s and the fifth
+  failed attempt reports "failed" at once.
 - 64 KB maximum message size (``max_message_bytes``): a bigger incoming message is
   refused by the decoder with a DecodeError naming both sizes (counted; the connection
   survives). Frames above the transport cap (``max_message_size``, 1 MB) make the

@@ -181,10 +181,12 @@ class Recorder(Protocol):
 class SessionOptions:
     """Connection options; venue class attributes give the defaults for ``None``.
 
-    Times are seconds. ``backoff_initial_s * backoff_factor ** attempt``, capped at
-    ``backoff_max_s``, scaled by a uniform factor in ``[1 - jitter, 1]``, is the wait
-    before reconnect attempt ``attempt`` (reset to 0 once a connection subscribes).
-    ``max_attempts``: consecutive failed attempts before giving up ("failed"); None
+    Times are seconds. After the n-th consecutive failure (a close that is not
+    terminal; n resets once a connection subscribes) the feed waits
+    ``backoff_initial_s * backoff_factor ** (n - 1)``, capped at ``backoff_max_s`` and
+    scaled by a uniform factor in ``[1 - jitter, 1]``: 1, 2, 4, 8, 16 s for an initial
+    1 s and factor 2. ``max_attempts``: connection attempts since the last subscribed
+    connection before giving up ("failed" at once, with no further wait); None
     retries forever. ``seed`` makes the jitter reproducible. ``read_buffer_size``: picows'
     initial read buffer; it bounds how much one socket read takes in, so a bigger one
     means fewer reads (and event-loop wake-ups) during bursts. ``recorder`` (any object
@@ -345,6 +347,7 @@ class Feed:
         self._closing = False
         self._abort_error: BaseException | None = None
         self._attempt = 0
+        self._failures = 0
         self._subscribed_evt: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._aux_tasks: set[asyncio.Task[Any]] = set()
@@ -439,6 +442,7 @@ class Feed:
     def subscribed(self, reason: str = "subscribed") -> None:
         """The venue confirmed its subscriptions: status "subscribed", backoff reset."""
         self._attempt = 0
+        self._failures = 0
         if self._subscribed_evt is not None:
             self._subscribed_evt.set()
         self._set_status(FeedStatus.SUBSCRIBED, reason)
@@ -528,7 +532,7 @@ class Feed:
 
     def _backoff_s(self) -> float:
         o = self.options
-        base = min(o.backoff_max_s, o.backoff_initial_s * (o.backoff_factor ** max(self._attempt - 1, 0)))
+        base = min(o.backoff_max_s, o.backoff_initial_s * (o.backoff_factor ** max(self._failures - 1, 0)))
         return base * (1.0 - o.jitter * self._rng.random())
 
     async def _run(self) -> None:
@@ -537,10 +541,6 @@ class Feed:
             while not self._closing:
                 self._attempt += 1
                 o = self.options
-                if o.max_attempts is not None and self._attempt > o.max_attempts:
-                    self._set_status(FeedStatus.FAILED,
-                                     f"gave up after {o.max_attempts} attempts: {reason}")
-                    return
                 decision = await self._one_connection()
                 if self._closing:
                     break
@@ -548,6 +548,12 @@ class Feed:
                     self._set_status(FeedStatus.FAILED, decision.reason)
                     return
                 reason = decision.reason
+                self._failures += 1
+                # _attempt is 0 here when this connection had subscribed (then dropped).
+                if o.max_attempts is not None and self._attempt >= o.max_attempts:
+                    self._set_status(FeedStatus.FAILED,
+                                     f"gave up after {self._attempt} attempts: {reason}")
+                    return
                 self.counters.reconnects += 1
                 delay = self._backoff_s()
                 self._set_status(FeedStatus.RECONNECTING, f"{reason}; retry in {delay:.2f} s")

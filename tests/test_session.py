@@ -333,8 +333,8 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
     feed = Feed(EchoVenue("ws://127.0.0.1:9/ws"),
                 SessionOptions(backoff_initial_s=0.1, backoff_factor=2.0, backoff_max_s=1.0, jitter=0.5, seed=4))
     delays = []
-    for attempt in range(1, 8):
-        feed._attempt = attempt
+    for failures in range(1, 8):
+        feed._failures = failures
         delays.append(feed._backoff_s())
     bases = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
     assert all(b * 0.5 <= d <= b for d, b in zip(delays, bases)), delays
@@ -387,4 +387,30 @@ def test_tls_verification_is_on_by_default(run: Any, tmp_path: Any) -> None:
                 c.transport.disconnect(False)
             srv.close()
             await srv.wait_closed()
+    run(main())
+
+
+def test_backoff_doubles_from_the_first_retry_and_gives_up_without_waiting(run: Any) -> None:
+    """min(initial * 2^n, cap): 1x, 2x, 4x after a drop (not 1x, 1x, 2x), and the
+    last allowed attempt reports "failed" at once."""
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            if len(srv.conns) == 1:
+                conn.send(b"hello")      # subscribes, then the server drops it
+                conn.transport.disconnect(graceful=False)
+        async with Server(script) as srv:
+            events: list[StatusEvent] = []
+            opts = SessionOptions(**dict(FAST, backoff_initial_s=0.01, backoff_factor=2.0, backoff_max_s=1.0,
+                                         jitter=0.0, max_attempts=3))
+            feed = Feed(EchoVenue(srv.url), opts, on_status=events.append)
+            feed.start()
+            await wait_for(lambda: len(srv.conns) >= 1)
+            srv.reject_status = 503  # every reconnect is refused from now on
+            await asyncio.wait_for(feed.wait_closed(), 3)
+            retries = [e.reason.rsplit("retry in ", 1)[1] for e in events if e.status is FeedStatus.RECONNECTING]
+            assert retries == ["0.01 s", "0.02 s", "0.04 s"]
+            assert feed.status is FeedStatus.FAILED and "gave up after 3" in feed.status_reason
+            assert events[-1].status is FeedStatus.FAILED
+            assert events[-2].status is not FeedStatus.RECONNECTING or "retry in 0.04" in events[-2].reason
+        assert not tasks_left()
     run(main())
