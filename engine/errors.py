@@ -22,6 +22,16 @@ class BookCrossedError(BookError):
     """An update would leave the book crossed or locked and the policy is to raise."""
 
 
+class KlineError(EngineError, ValueError):
+    """Bad input to the kline aggregator (a size, timestamp, side, interval or candle);
+    the message names the field and value. Nothing was changed."""
+
+
+class OrderInputError(EngineError, ValueError):
+    """An order or position call was given a bad value (quantity, price, side, status
+    string, unknown order id); nothing was changed."""
+
+
 class DecodeError(EngineError, ValueError):
     """A frame could not be decoded; ``offset`` is the byte where decoding stopped."""
 

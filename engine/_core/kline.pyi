@@ -7,9 +7,7 @@ import numpy.typing as npt
 from typing_extensions import disjoint_base
 
 from engine._core.instrument import Instrument
-from engine.errors import EngineError
-
-class KlineError(EngineError, ValueError): ...
+from engine.errors import KlineError as KlineError
 
 BAR_DTYPE: np.dtype[np.void]
 BAR_SIZE: int

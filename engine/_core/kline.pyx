@@ -38,7 +38,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.errors import EngineError
+from engine.errors import KlineError
 
 _log = logging.getLogger("engine.kline")
 
@@ -51,11 +51,6 @@ cdef extern from *:
     # 1 in a debug build (ENGINE_DEBUG=1 python setup.py build_ext): every public update
     # then ends with _check_invariants(); 0 compiles the check out.
     const bint ENGINE_DEBUG
-
-
-class KlineError(EngineError, ValueError):
-    """Bad input to the kline aggregator (a size, timestamp, side, interval or candle);
-    the message names the field and value. Nothing was changed."""
 
 
 # Timestamps are limited to [0, 2**62] ns (up to year 2116) so that interval ends and

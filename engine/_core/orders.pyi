@@ -1,10 +1,7 @@
 """Order state machine (Cython). See engine.account for the enums."""
 from typing_extensions import disjoint_base
 from engine._core.instrument import Instrument
-from engine.errors import EngineError
-
-class OrderInputError(EngineError, ValueError):
-    """A bad value was given; nothing was changed."""
+from engine.errors import OrderInputError as OrderInputError
 
 def order_transition(status: int, event: int) -> int:
     """Next status, -1 illegal, -2 by fill, -3 back to the open state."""

@@ -10,12 +10,7 @@ from libc.string cimport memset
 from engine._core.types cimport SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
 
-from engine.errors import EngineError, InvalidTransition
-
-
-class OrderInputError(EngineError, ValueError):
-    """An order or position call was given a bad value (quantity, price, side, status
-    string, unknown order id); nothing was changed."""
+from engine.errors import EngineError, InvalidTransition, OrderInputError
 
 
 _STATUS_NAMES = ("PENDING_NEW", "NEW", "PARTIALLY_FILLED", "FILLED", "PENDING_CANCEL",
