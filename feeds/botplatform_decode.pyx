@@ -31,6 +31,37 @@ from feeds._hotpath cimport FrameSink, Dispatch
 
 from engine.errors import DecodeError
 
+
+cdef inline bint span_is(const JsonCursor* c, const JsonSpan* span, const char* lit,
+                         Py_ssize_t n) noexcept nogil:
+    # Length check and memcmp inline (a handful of candidates per key on the hot path);
+    # the rare escaped span goes through jscan's decoding comparison.
+    if span.has_escapes:
+        return js_span_eq(c, span, lit, n)
+    return span.len == n and memcmp(c.buf + span.start, lit, n) == 0
+
+
+cdef inline int match_word(const JsonCursor* c, const JsonSpan* span, const char** words,
+                           const Py_ssize_t* lens, int n) noexcept nogil:
+    # Index of the word equal to the span (lens[i] == strlen(words[i])), -1 if none.
+    cdef int i
+    for i in range(n):
+        if span_is(c, span, words[i], lens[i]):
+            return i
+    return -1
+
+
+cdef void fill_lens(const char** words, Py_ssize_t* lens, int n) noexcept:
+    cdef int i
+    for i in range(n):
+        lens[i] = <Py_ssize_t>strlen(words[i])
+
+
+cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit) noexcept nogil:
+    # strlen of a literal is folded by the C compiler.
+    return span_is(c, key, lit, <Py_ssize_t>strlen(lit))
+
+
 # ---- the venue's words, as C strings (matched in place) and as Python str (passed on) --
 
 cdef enum:
@@ -42,12 +73,16 @@ cdef enum:
 
 cdef const char* EVENT_WORDS[N_EVENTS]
 EVENT_WORDS[:] = [b"User", b"Symbol", b"Auth", b"Heartbeat"]
+cdef Py_ssize_t EVENT_LENS[N_EVENTS]
+fill_lens(EVENT_WORDS, EVENT_LENS, N_EVENTS)
 cdef int EVENT_CODES[N_EVENTS]
 EVENT_CODES[:] = [EV_USER, EV_SYMBOL, EV_AUTH, EV_HEARTBEAT]
 
 cdef const char* USER_TYPE_WORDS[N_USER_TYPES]
 USER_TYPE_WORDS[:] = [b"PositionUpdate", b"PositionOrderUpdate", b"PositionCreate",
                       b"PositionOrderCreate", b"NftEnergyUpdate", b"Snapshot"]
+cdef Py_ssize_t USER_TYPE_LENS[N_USER_TYPES]
+fill_lens(USER_TYPE_WORDS, USER_TYPE_LENS, N_USER_TYPES)
 cdef int USER_TYPE_CODES[N_USER_TYPES]
 USER_TYPE_CODES[:] = [BK_POSITION_UPDATE, BK_ORDER_UPDATE, BK_POSITION_CREATE, BK_ORDER_CREATE,
                       BK_ENERGY, BK_SNAPSHOT]
@@ -55,24 +90,34 @@ USER_TYPE_CODES[:] = [BK_POSITION_UPDATE, BK_ORDER_UPDATE, BK_POSITION_CREATE, B
 # Index = engine.PositionStatus value.
 cdef const char* POSITION_STATUS_WORDS[N_POSITION_STATUS]
 POSITION_STATUS_WORDS[:] = [b"Created", b"InProgress", b"Finishing", b"Completed", b"Failed"]
+cdef Py_ssize_t POSITION_STATUS_LENS[N_POSITION_STATUS]
+fill_lens(POSITION_STATUS_WORDS, POSITION_STATUS_LENS, N_POSITION_STATUS)
 POSITION_STATUS_NAMES = ("Created", "InProgress", "Finishing", "Completed", "Failed")
 
 cdef const char* ORDER_STATUS_WORDS[N_ORDER_STATUS]
 ORDER_STATUS_WORDS[:] = [b"New", b"PartiallyFilled", b"Filled", b"Canceled", b"Expired"]
+cdef Py_ssize_t ORDER_STATUS_LENS[N_ORDER_STATUS]
+fill_lens(ORDER_STATUS_WORDS, ORDER_STATUS_LENS, N_ORDER_STATUS)
 ORDER_STATUS_NAMES = ("New", "PartiallyFilled", "Filled", "Canceled", "Expired")
 
 # Index = engine.OrderType value.
 cdef const char* ORDER_TYPE_WORDS[N_ORDER_TYPES]
 ORDER_TYPE_WORDS[:] = [b"Limit", b"Market", b"Stop", b"StopMarket", b"TakeProfit",
                        b"TakeProfitMarket", b"TrailingStopMarket"]
+cdef Py_ssize_t ORDER_TYPE_LENS[N_ORDER_TYPES]
+fill_lens(ORDER_TYPE_WORDS, ORDER_TYPE_LENS, N_ORDER_TYPES)
 ORDER_TYPE_NAMES = ("Limit", "Market", "Stop", "StopMarket", "TakeProfit", "TakeProfitMarket",
                     "TrailingStopMarket")
 
 cdef const char* ORDER_SIDE_WORDS[2]
 ORDER_SIDE_WORDS[:] = [b"Buy", b"Sell"]
+cdef Py_ssize_t ORDER_SIDE_LENS[2]
+fill_lens(ORDER_SIDE_WORDS, ORDER_SIDE_LENS, 2)
 ORDER_SIDE_NAMES = ("Buy", "Sell")
 cdef const char* POSITION_SIDE_WORDS[2]
 POSITION_SIDE_WORDS[:] = [b"Long", b"Short"]
+cdef Py_ssize_t POSITION_SIDE_LENS[2]
+fill_lens(POSITION_SIDE_WORDS, POSITION_SIDE_LENS, 2)
 POSITION_SIDE_NAMES = ("Long", "Short")
 
 #: Fields of position and order objects (BotRecord.bad_field bits).
@@ -113,63 +158,31 @@ KIND_ORDER_CREATE = BK_ORDER_CREATE
 KIND_ORDER_UPDATE = BK_ORDER_UPDATE
 
 
-cdef inline bint span_is(const JsonCursor* c, const JsonSpan* span, const char* lit,
-                         Py_ssize_t n) noexcept nogil:
-    # Length check and memcmp inline (a handful of candidates per key on the hot path);
-    # the rare escaped span goes through jscan's decoding comparison.
-    if span.has_escapes:
-        return js_span_eq(c, span, lit, n)
-    return span.len == n and memcmp(c.buf + span.start, lit, n) == 0
+cdef const char* ORDER_FIELD_WORDS[12]
+ORDER_FIELD_WORDS[:] = [b"id", b"status", b"qty", b"filled_qty", b"price", b"stop_price", b"ts", b"symbol",
+                        b"side", b"order_type", b"position_id", b"client_id"]
+cdef Py_ssize_t ORDER_FIELD_LENS[12]
+fill_lens(ORDER_FIELD_WORDS, ORDER_FIELD_LENS, 12)
+cdef int ORDER_FIELD_BITS[12]
+ORDER_FIELD_BITS[:] = [F_ID, F_STATUS, F_QTY, F_FILLED, F_PRICE, F_STOP, F_TS, F_SYMBOL, F_SIDE, F_TYPE,
+                       F_POSITION_ID, F_CLIENT_ID]
+cdef const char* POSITION_FIELD_WORDS[8]
+POSITION_FIELD_WORDS[:] = [b"id", b"status", b"qty", b"entry_price", b"realized_pnl", b"ts", b"symbol", b"side"]
+cdef Py_ssize_t POSITION_FIELD_LENS[8]
+fill_lens(POSITION_FIELD_WORDS, POSITION_FIELD_LENS, 8)
+cdef int POSITION_FIELD_BITS[8]
+POSITION_FIELD_BITS[:] = [F_ID, F_STATUS, F_QTY, F_ENTRY, F_REALIZED, F_TS, F_SYMBOL, F_SIDE]
 
 
-cdef inline int match_word(const JsonCursor* c, const JsonSpan* span, const char** words,
-                           int n) noexcept nogil:
-    cdef int i
-    for i in range(n):
-        if span_is(c, span, words[i], <Py_ssize_t>strlen(words[i])):
-            return i
-    return -1
-
-
-cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit) noexcept nogil:
-    # strlen of a literal is folded by the C compiler.
-    return span_is(c, key, lit, <Py_ssize_t>strlen(lit))
-
-
-cdef int field_bit(const JsonCursor* c, const JsonSpan* key, bint is_order) noexcept nogil:
-    # Which known field `key` names (0: a field this client skips). Keys of the other
-    # object kind are skipped too (a position has no filled_qty, an order no entry_price).
-    if key_is(c, key, b"id"):
-        return F_ID
-    if key_is(c, key, b"symbol"):
-        return F_SYMBOL
-    if key_is(c, key, b"side"):
-        return F_SIDE
-    if key_is(c, key, b"status"):
-        return F_STATUS
-    if key_is(c, key, b"qty"):
-        return F_QTY
-    if key_is(c, key, b"ts"):
-        return F_TS
+cdef inline int field_bit(const JsonCursor* c, const JsonSpan* key, bint is_order) noexcept nogil:
+    # Which known field `key` names (0: a field this client skips, including the other
+    # object kind's fields: a position has no filled_qty, an order no entry_price).
+    cdef int idx
     if is_order:
-        if key_is(c, key, b"position_id"):
-            return F_POSITION_ID
-        if key_is(c, key, b"order_type"):
-            return F_TYPE
-        if key_is(c, key, b"filled_qty"):
-            return F_FILLED
-        if key_is(c, key, b"price"):
-            return F_PRICE
-        if key_is(c, key, b"stop_price"):
-            return F_STOP
-        if key_is(c, key, b"client_id"):
-            return F_CLIENT_ID
-        return 0
-    if key_is(c, key, b"entry_price"):
-        return F_ENTRY
-    if key_is(c, key, b"realized_pnl"):
-        return F_REALIZED
-    return 0
+        idx = match_word(c, key, ORDER_FIELD_WORDS, ORDER_FIELD_LENS, 12)
+        return ORDER_FIELD_BITS[idx] if idx >= 0 else 0
+    idx = match_word(c, key, POSITION_FIELD_WORDS, POSITION_FIELD_LENS, 8)
+    return POSITION_FIELD_BITS[idx] if idx >= 0 else 0
 
 
 cdef bint plain_decimal(const char* s, Py_ssize_t n) noexcept nogil:
@@ -359,7 +372,7 @@ cdef class BotPlatformDecoder:
             elif key_is(c, &key, b"event"):
                 st = js_read_string(c, &ev_span)
                 if st == JS_OK:
-                    idx = match_word(c, &ev_span, EVENT_WORDS, N_EVENTS)
+                    idx = match_word(c, &ev_span, EVENT_WORDS, EVENT_LENS, N_EVENTS)
                     ev = EVENT_CODES[idx] if idx >= 0 else EV_OTHER
             elif key_is(c, &key, b"seq"):
                 st = js_read_int64(c, False, &seq)
@@ -459,7 +472,7 @@ cdef class BotPlatformDecoder:
             st = js_read_string(c, &rec.type_name)
         if st != JS_OK:
             return st
-        idx = match_word(c, &rec.type_name, USER_TYPE_WORDS, N_USER_TYPES)
+        idx = match_word(c, &rec.type_name, USER_TYPE_WORDS, USER_TYPE_LENS, N_USER_TYPES)
         rec.kind = USER_TYPE_CODES[idx] if idx >= 0 else BK_COLD
         c.pos = obj_pos
         if rec.kind == BK_POSITION_CREATE or rec.kind == BK_POSITION_UPDATE:
@@ -594,20 +607,20 @@ cdef class BotPlatformDecoder:
                 r.flags |= BF_CLIENT_ID
             elif bit == F_SIDE:
                 if is_order:
-                    r.side = match_word(c, &span, ORDER_SIDE_WORDS, 2)
+                    r.side = match_word(c, &span, ORDER_SIDE_WORDS, ORDER_SIDE_LENS, 2)
                 else:
-                    r.side = match_word(c, &span, POSITION_SIDE_WORDS, 2)
+                    r.side = match_word(c, &span, POSITION_SIDE_WORDS, POSITION_SIDE_LENS, 2)
                 if r.side < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_STATUS:
                 if is_order:
-                    r.status = match_word(c, &span, ORDER_STATUS_WORDS, N_ORDER_STATUS)
+                    r.status = match_word(c, &span, ORDER_STATUS_WORDS, ORDER_STATUS_LENS, N_ORDER_STATUS)
                 else:
-                    r.status = match_word(c, &span, POSITION_STATUS_WORDS, N_POSITION_STATUS)
+                    r.status = match_word(c, &span, POSITION_STATUS_WORDS, POSITION_STATUS_LENS, N_POSITION_STATUS)
                 if r.status < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_TYPE:
-                r.order_type = match_word(c, &span, ORDER_TYPE_WORDS, N_ORDER_TYPES)
+                r.order_type = match_word(c, &span, ORDER_TYPE_WORDS, ORDER_TYPE_LENS, N_ORDER_TYPES)
                 if r.order_type < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_QTY:
