@@ -503,18 +503,24 @@ def _decoder(sc: BotScenario) -> tuple[BotPlatformDecoder, Account, _Venue]:
     return dec, acct, venue
 
 
+def _user_frames(sc: BotScenario, sim: BotPlatformSim, steps: int, seq: int) -> list[bytes]:
+    """The User frames of ``steps`` more scenario steps, seq from ``seq + 1``."""
+    out = []
+    for _ in range(steps):
+        for event, data in sc.step():
+            if event == "User":
+                seq += 1
+                out.append(sim.user_frame(data, seq).encode())
+    return out
+
+
 def test_decoder_replays_scenario_and_snapshots_exactly() -> None:
     sc = BotScenario(seed=5)
     sim = BotPlatformSim(sc)
     dec, acct, _ = _decoder(sc)
     dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
-    seq = 0
-    frames = []
-    for _ in range(1500):
-        for event, data in sc.step():
-            if event == "User":
-                seq += 1
-                frames.append(sim.user_frame(data, seq).encode())
+    frames = _user_frames(sc, sim, 1500, 0)
+    seq = len(frames)
     half = len(frames) // 2
     for f in frames[:half]:
         dec.feed(memoryview(f), 1)
@@ -550,10 +556,9 @@ def test_decoder_rejects_bad_frames_whole() -> None:
     dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
     seq = 0
     while not any(o.status == "Filled" for o in sc.orders.values()):
-        for event, data in sc.step():
-            if event == "User":
-                seq += 1
-                dec.feed(sim.user_frame(data, seq).encode(), 1)
+        for frame in _user_frames(sc, sim, 1, seq):
+            dec.feed(frame, 1)
+            seq += 1
     sim.seq = seq
     before = (acct.orders().tobytes(), [(p.qty_lots, p.status) for p in acct.positions()], dec.last_seq)
     expected = ["qty", "status: unknown value 'Bogus'", "order_type: unknown value 'Iceberg'", "price",
@@ -645,10 +650,9 @@ def test_decoder_refuses_reentrant_feed_from_a_callback() -> None:
     dec.feed(snapshot, 1)
     seq = 0
     while not errors:
-        for event, data in sc.step():
-            if event == "User":
-                seq += 1
-                dec.feed(sim.user_frame(data, seq).encode(), 1)
+        for frame in _user_frames(sc, sim, 1, seq):
+            dec.feed(frame, 1)
+            seq += 1
     assert "from a callback" in str(errors[0]) and eng.callback_errors >= 1
     assert dec.last_seq == seq and acct.error_count == 0
     dec.feed(sim.user_frame(sc.snapshot_data(), seq).encode(), 1)  # usable again afterwards
@@ -663,17 +667,13 @@ def test_decoder_escaped_keys_and_words_match_and_escaped_numbers_are_refused() 
     snapshot = sim.user_frame(sc.snapshot_data(), 0).encode()
     for d, _a in (plain, escaped):
         d.feed(snapshot, 1)
-    seq = 0
-    for _ in range(300):
-        for event, data in sc.step():
-            if event != "User":
-                continue
-            seq += 1
-            frame = sim.user_frame(data, seq).encode()
-            plain[0].feed(frame, 1)
-            # JSON escapes that decode to the same text: "status", "-" in the symbol, "U-1".
-            escaped[0].feed(frame.replace(b'"status"', b'"sta\\u0074us"').replace(b"-USDT", b"\\u002dUSDT")
-                            .replace(b'"U-1"', b'"U\\u002d1"'), 1)
+    frames = _user_frames(sc, sim, 300, 0)
+    seq = len(frames)
+    for frame in frames:
+        plain[0].feed(frame, 1)
+        # JSON escapes that decode to the same text: "status", "-" in the symbol, "U-1".
+        escaped[0].feed(frame.replace(b'"status"', b'"sta\\u0074us"').replace(b"-USDT", b"\\u002dUSDT")
+                        .replace(b'"U-1"', b'"U\\u002d1"'), 1)
     assert_account_matches(plain[1], sc)
     assert_account_matches(escaped[1], sc)
     order = next(iter(sc.orders.values()))
@@ -727,15 +727,9 @@ def _fuzz_setup() -> tuple[BotPlatformDecoder, Account, list[bytes]]:
     sim = BotPlatformSim(sc)
     dec, acct, _ = _decoder(sc)
     dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
-    frames = [sim.user_frame(sc.snapshot_data(), 0).encode()]
-    seq = 0
-    for _ in range(150):
-        for event, data in sc.step():
-            if event == "User":
-                seq += 1
-                frame = sim.user_frame(data, seq).encode()
-                dec.feed(frame, 1)
-                frames.append(frame)
+    frames = [sim.user_frame(sc.snapshot_data(), 0).encode()] + _user_frames(sc, sim, 150, 0)
+    for frame in frames[1:]:
+        dec.feed(frame, 1)
     return dec, acct, frames
 
 
