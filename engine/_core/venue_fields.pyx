@@ -145,6 +145,14 @@ cdef object entry_notional(Instrument inst, object entry_price, int64_t qty_lots
     # entry_price / tick_size * qty_lots, exact; must be a whole number of quote units.
     if not isinstance(entry_price, str) or not _is_plain_decimal(entry_price) or entry_price.startswith("-"):
         raise DecimalError(f"{inst.symbol} entry_price: expected a non-negative decimal string, got {entry_price!r}")
+    # Common case: the average entry is a whole number of ticks; exact integer product.
+    cdef const char* text
+    cdef Py_ssize_t n
+    cdef int64_t ticks
+    text = PyUnicode_AsUTF8AndSize(entry_price, &n)
+    if dec_to_steps(text, n, inst.price_decimals, inst.tick_units, &ticks) == ST_OK:
+        return <object>ticks * qty_lots
+    # An average between ticks: exact rational arithmetic (cold path).
     units = Fraction(entry_price) / Fraction(inst.tick_size) * qty_lots
     if units.denominator != 1:
         raise DecimalError(f"{inst.symbol} entry_price {entry_price!r} * qty {qty_lots} lots is not a whole "
