@@ -12,7 +12,9 @@ positions in the terminal, and ends with a summary.
 JSON output: ``{"cadenza": {"connected": true, "status": "subscribed", "frames": ...,
 "errors": ..., "gaps": ..., "resyncs": ..., "reconnects": ..., "best_bid": "61837.63",
 "best_ask": "61837.64", "books": {...}, "latency_ns": {...}}, "binance": {...}}``;
-prices are exact decimal strings (null for an empty side).
+prices are exact decimal strings (null for an empty side, and for venues that carry no
+book: botplatform is an account feed, realtime a quote feed). ``"venue"`` holds the
+adapter's own ``describe()`` (quotes, symbols, channel offsets, counters).
 
 A later venue joins with one ``DEMO_VENUES`` entry: a coroutine that starts its
 simulator and returns it with the ``Engine.connect`` arguments (venue name from the
@@ -40,6 +42,9 @@ class DemoSetup:
     sim: Any
     instruments: list[Instrument]
     connect: dict[str, Any] = field(default_factory=dict)
+    #: False for venues that carry no order book (account or quote feeds): their
+    #: instruments' books belong to other venues and are not reported as theirs.
+    has_books: bool = True
 
 
 async def _cadenza(seed: int) -> DemoSetup:
@@ -64,7 +69,8 @@ async def _botplatform(seed: int) -> DemoSetup:
     token = "demo-token"
     sim = BotPlatformSim(seed=seed, token=token, interval_s=0.02)
     await sim.start()
-    return DemoSetup(sim, list(sim.instruments.values()), dict(url=sim.url, token=token, account_id=sim.user_id))
+    return DemoSetup(sim, list(sim.instruments.values()), dict(url=sim.url, token=token, account_id=sim.user_id),
+                     has_books=False)
 
 
 async def _prices(seed: int) -> DemoSetup:
@@ -85,7 +91,8 @@ async def _realtime(seed: int) -> DemoSetup:
                              account_rate=0.0)
     sim = RealtimeSim(market, jwt=jwt, interval_s=0.02)
     await sim.start()
-    return DemoSetup(sim, insts, dict(url=sim.url, token=jwt))
+    # Last prices and quotes, not a book: see the summary's "venue" entry.
+    return DemoSetup(sim, insts, dict(url=sim.url, token=jwt), has_books=False)
 
 
 async def _stream(seed: int) -> DemoSetup:
@@ -187,6 +194,9 @@ def summary(eng: Engine, venue_instruments: dict[str, list[Instrument]]) -> dict
             "books": books,
             "latency_ns": row.get("latency_ns", {}),
         }
+        describe = getattr(feed.venue, "describe", None) if feed is not None else None
+        if callable(describe):
+            out[name]["venue"] = describe()  # venue-specific state (quotes, symbols, ...)
     return out
 
 
@@ -239,7 +249,8 @@ async def run_demo(venues: Sequence[str], seconds: float, *, seed: int = 7, show
             eng.connect(name, instruments=setups[name].instruments, backoff_initial_s=0.05,
                         **setups[name].connect)
         await eng.start()
-        venue_instruments = {name: s.instruments for name, s in setups.items()}
+        # The books each venue feeds (none for account- or quote-only venues).
+        venue_instruments = {name: s.instruments if s.has_books else [] for name, s in setups.items()}
         t0 = time.monotonic()
         clear = show and out.isatty()
         try:
