@@ -7,29 +7,15 @@ import json
 from typing import Any, Callable
 
 import pytest
-import uvloop
 
 from engine import Engine
 from engine.engine import Trade
 from feeds.binance import BinanceVenue, HttpError, http_get
 from feeds.session import FeedStatus
 from feeds.sim.binance import BinanceSim
+from loopback import assert_no_tasks_left
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=5)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):
-        return await coro
 
 
 class Live:
@@ -51,8 +37,7 @@ class Live:
     async def __aexit__(self, *exc: Any) -> None:
         await self.eng.close()
         await self.sim.stop()
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
+        assert_no_tasks_left()
 
     @property
     def venue(self) -> BinanceVenue:

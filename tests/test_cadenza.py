@@ -21,23 +21,10 @@ from feeds.cadenza import CadenzaVenue, is_terminal_close
 from feeds.cadenza_decode import KIND_BOOK, KIND_TRADE, CadenzaDecoder, Channel
 from feeds.session import Feed, FeedStatus
 from feeds.sim.cadenza import CadenzaSim
+from loopback import step as step_sim, assert_no_tasks_left
 
 TOKEN = "sim-token-7f3a9c"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):  # same task: the no-task-left checks stay exact
-        return await coro
 
 
 class Harness:
@@ -147,14 +134,11 @@ class open_harness:
         await self.h.eng.close()
         await self.sim.stop()
         assert all(c.closed for c in self.sim.clients) or not self.sim.clients
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
+        assert_no_tasks_left()
 
 
 async def step(h: Harness, n: int, chunk: int = 10) -> None:
-    for _ in range(0, n, chunk):
-        h.sim.advance(chunk)
-        await asyncio.sleep(0)
+    await step_sim(h.sim, n, chunk)
 
 
 def test_end_to_end_state_matches(run: Any) -> None:

@@ -13,7 +13,6 @@ import time
 from typing import Any, Callable
 
 import pytest
-import uvloop
 
 from engine import Engine
 from engine.errors import DecodeError, EngineError, FeedError
@@ -21,23 +20,10 @@ from feeds.prices import PricesVenue, subscription_message
 from feeds.prices_decode import MarketBook
 from feeds.session import Feed, FeedStatus, StatusEvent
 from feeds.sim.prices import PricesSim, encode_keepalive, encode_prices, prices_instruments
+from loopback import close_engine_and_sim, step as step_sim
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
 TOKEN = "prices-bearer-9c1d7e"
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):  # same task: the no-task-left checks stay exact
-        return await coro
 
 
 def levels(arr: Any) -> list[tuple[int, int]]:
@@ -114,18 +100,11 @@ class open_harness:
         return self.h
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.h.eng.close()
-        await self.sim.stop()
-        assert all(c.closed for c in self.sim.clients) or not self.sim.clients
-        assert self.sim.stats["hook_errors"] == 0
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
+        await close_engine_and_sim(self.h.eng, self.sim)
 
 
 async def step(h: Harness, n: int, chunk: int = 5) -> None:
-    for _ in range(0, n, chunk):
-        h.sim.advance(chunk)
-        await asyncio.sleep(0)
+    await step_sim(h.sim, n, chunk)
 
 
 # ---------------------------------------------------------------- end to end

@@ -13,7 +13,6 @@ import logging
 from typing import Any, Callable
 
 import pytest
-import uvloop
 
 from engine import Engine, Instrument
 from engine.engine import Trade
@@ -26,23 +25,10 @@ from feeds.realtime_events import (
 from feeds.session import Feed, FeedStatus, SessionOptions, StatusEvent
 from feeds.sim.market import default_instruments
 from feeds.sim.realtime import CLOSE_RATE_LIMIT, RealtimeSim
+from loopback import close_engine_and_sim, step as step_sim, assert_no_tasks_left
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.s1gn4tur3xyz"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, max_attempts=None, seed=3, connect_timeout_s=3.0)
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):  # same task: the no-task-left checks stay exact
-        return await coro
 
 
 def _wire_event(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -137,19 +123,12 @@ class open_harness:
         return self.h
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.h.eng.close()
-        await self.sim.stop()
-        assert all(c.closed for c in self.sim.clients) or not self.sim.clients
-        assert self.sim.stats["hook_errors"] == 0
+        await close_engine_and_sim(self.h.eng, self.sim)
         assert self.h.venue.limiter.queued == 0 and self.h.venue.limiter._timer is None
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
 
 
 async def step(h: Harness, n: int, chunk: int = 10) -> None:
-    for _ in range(0, n, chunk):
-        h.sim.advance(chunk)
-        await asyncio.sleep(0)
+    await step_sim(h.sim, n, chunk)
 
 
 def cold_events(sim: RealtimeSim) -> None:
@@ -345,8 +324,7 @@ def test_refused_subscription_is_terminal(run: Any) -> None:
             await eng.close()
         finally:
             await sim.stop()
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
+        assert_no_tasks_left()
     run(main())
 
 

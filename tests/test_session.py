@@ -16,15 +16,7 @@ from picows import WSCloseCode, WSListener, WSMsgType, WSUpgradeResponse, WSUpgr
 from engine.errors import DecodeError, FeedError
 from feeds.session import Feed, FeedStatus, LatencyRing, Secret, SessionOptions, StatusEvent, mask_secrets
 from feeds.venue import CloseInfo, Endpoint, Reconnect, Terminal, Venue
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(coro)
-    return runner
+from loopback import tasks_left
 
 
 class ServerConn(WSListener):
@@ -124,10 +116,6 @@ class EchoVenue(Venue):
 
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=1, connect_timeout_s=2.0)
-
-
-def tasks_left() -> set[Any]:
-    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
 
 async def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> None:

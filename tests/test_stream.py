@@ -13,7 +13,6 @@ import logging
 from typing import Any, Callable
 
 import pytest
-import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,24 +28,11 @@ from feeds.socketio import (
 )
 from feeds.stream import StreamVenue
 from feeds.stream_decode import StreamDecoder, StreamSymbol
+from loopback import close_engine_and_sim, step as step_sim
 
 KEY = "stream-key-SHOULD-NOT-LEAK-42"
 FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
 STATES = {"New": "NEW", "PartiallyFilled": "PARTIALLY_FILLED", "Filled": "FILLED", "Canceled": "CANCELED"}
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):
-        return await coro
 
 
 class Harness:
@@ -172,18 +158,11 @@ class open_harness:
         return self.h
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.h.eng.close()
-        await self.sim.stop()
-        assert self.sim.stats["hook_errors"] == 0
-        assert all(c.closed for c in self.sim.clients) or not self.sim.clients
-        left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-        assert not left, left
+        await close_engine_and_sim(self.h.eng, self.sim)
 
 
 async def step(h: Harness, n: int, chunk: int = 10) -> None:
-    for _ in range(0, n, chunk):
-        h.sim.advance(chunk)
-        await asyncio.sleep(0)
+    await step_sim(h.sim, n, chunk)
 
 
 # --- end to end ---------------------------------------------------------------------------

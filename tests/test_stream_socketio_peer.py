@@ -31,20 +31,6 @@ NS = 1_000_000
 FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=5, connect_timeout_s=3.0)
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: Any) -> Callable[[Any], Any]:
-    def runner(coro: Any) -> Any:
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(_bounded(coro))
-    return runner
-
-
-async def _bounded(coro: Any) -> Any:
-    async with asyncio.timeout(30):
-        return await coro
-
-
 class Peer:
     """A python-socketio server speaking the stream venue's events on one namespace."""
 

@@ -1,0 +1,55 @@
+"""Shared helpers for end-to-end tests over loopback sockets.
+
+Every venue's tests run each scenario under plain asyncio and under uvloop (the ``run``
+fixture in conftest.py), bounded in time, and end by proving nothing was left behind:
+the engine closed, the simulator stopped with every client closed and no hook error,
+and no asyncio task still alive.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Coroutine
+
+import uvloop
+
+LOOPS = ("asyncio", "uvloop")
+
+
+def run_on(loop: str, coro: Coroutine[Any, Any, Any], timeout_s: float = 30.0) -> Any:
+    """Run ``coro`` to completion on a fresh event loop of the named kind, bounded by
+    ``timeout_s`` (the bound runs in the same task, so task-leak checks stay exact)."""
+    async def bounded() -> Any:
+        async with asyncio.timeout(timeout_s):
+            return await coro
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(bounded())
+
+
+def tasks_left(ignore: Callable[[asyncio.Task[Any]], bool] = lambda t: False) -> set[asyncio.Task[Any]]:
+    """Tasks still alive besides the current one (minus those ``ignore`` accepts)."""
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not ignore(t)}
+
+
+def assert_no_tasks_left() -> None:
+    left = tasks_left()
+    assert not left, left
+
+
+async def close_engine_and_sim(eng: Any, sim: Any) -> None:
+    """Close the engine, stop the simulator, and check that every client connection
+    closed, no simulator hook raised, and no task is left."""
+    await eng.close()
+    await sim.stop()
+    assert sim.stats["hook_errors"] == 0
+    assert all(c.closed for c in sim.clients) or not sim.clients
+    assert_no_tasks_left()
+
+
+async def step(sim: Any, n: int, chunk: int = 10) -> None:
+    """Advance a manually stepped simulator by ``n`` publications, ``chunk`` at a time,
+    yielding to the loop between chunks so the client keeps up."""
+    for _ in range(0, n, chunk):
+        sim.advance(chunk)
+        await asyncio.sleep(0)
