@@ -49,7 +49,7 @@ cdef class CadenzaDecoder(FrameSink):
     cdef object trade_type             # engine.engine.Trade
     cdef dict instruments              # instrument id (str) -> Instrument, account path
     cdef readonly dict pending         # subscribe command id -> Channel awaiting its reply
-    # Scratch for one publication's levels. Owned (PyMem_Malloc'd, freed in
+    # Scratch for one publication's levels. Owned (PyMem_RawRealloc'd, freed in
     # __dealloc__), grown once per frame to the bound its length implies; the content
     # is valid only until the next publication is decoded.
     cdef LevelUpdate* scratch
@@ -71,13 +71,10 @@ cdef class CadenzaDecoder(FrameSink):
     cdef int decode_error_reply(self, JsonCursor* c, int64_t cmd_id) except -1
     cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,
                                  str channel) except -1
-    cdef JsonStatus steps(self, JsonCursor* c, const JsonSpan* span, int32_t decimals,
-                          int64_t units, int64_t* out) noexcept
     cdef bint offset_ok(self, Channel ch, bint has_offset, int64_t offset) except -1
     cdef Instrument instrument_of(self, JsonCursor* c, const JsonSpan* span)
     cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,
                          Py_ssize_t obj_pos) except -1
-    cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1
     cdef str opt_str(self, JsonCursor* c, const JsonSpan* spans, unsigned int seen, int i)

@@ -6,23 +6,22 @@ a raw newline, so splitting on it is exact). Each message is decoded and applied
 own, whole or not at all: a bad message raises DecodeError after the messages before it
 were applied, and nothing of the bad one is.
 """
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_RawFree
 from libc.stdint cimport int32_t, int64_t
-from libc.string cimport memchr, memcmp, strlen
+from libc.string cimport memchr, strlen
 
-from engine._core.types cimport LevelUpdate, Status, ST_OK, SIDE_BID, SIDE_ASK
-from engine._core.decimals cimport dec_to_steps
+from engine._core.types cimport LevelUpdate, SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
-    JS_OK, JS_END, JS_ERROR, JS_DECIMAL, JS_BAD_FIELD, JS_DUPLICATE,
-    JK_STRING,
-    js_init, js_enter_object, js_enter_array, js_next_member,
+    JS_OK, JS_END, JS_ERROR, JS_BAD_FIELD, JS_DUPLICATE,
+    js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
-    js_read_bool, js_read_null, js_read_level, js_span_eq, js_span_to_str, js_raise,
-    js_peek, js_find_key,
+    js_read_bool, js_read_null, js_read_levels, js_span_is, js_span_steps, js_span_to_str,
+    js_raise, js_peek, js_find_key,
 )
+from feeds._decode_common cimport scratch_reserve, span_is_bytes, read_taker_side, check_field
 
 from engine.errors import BookError, DecodeError
 
@@ -31,10 +30,6 @@ from engine.errors import BookError, DecodeError
 KIND_BOOK = CH_BOOK
 KIND_TRADE = CH_TRADE
 KIND_ACCOUNT = CH_ACCOUNT
-
-
-cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit, Py_ssize_t n) noexcept nogil:
-    return js_span_eq(c, key, lit, n)
 
 
 # --- flat account objects ------------------------------------------------------------
@@ -160,14 +155,13 @@ cdef JsonStatus read_flat(JsonCursor* c, const FieldSpec* specs, int n_specs, Js
         if st != JS_OK:
             break
         i = 0
-        while i < n_specs and not js_span_eq(c, &key, specs[i].name, specs[i].name_len):
+        while i < n_specs and not js_span_is(c, &key, specs[i].name, specs[i].name_len):
             i += 1
         if i == n_specs:
             st = js_skip_value(c)
             continue
         if seen[0] & (1u << i):
-            c.err_pos = key.start
-            st = JS_DUPLICATE
+            st = js_fail(c, JS_DUPLICATE, key.start)
             break
         if specs[i].kind == FIELD_INT:
             st = js_read_int64(c, False, &ints[i])
@@ -230,7 +224,7 @@ cdef class CadenzaDecoder:
         self.reserve(64)
 
     def __dealloc__(self):
-        PyMem_Free(self.scratch)
+        PyMem_RawFree(self.scratch)
 
     def add_channel(self, Channel ch not None):
         """Register a channel (before subscribing to it). O(1)."""
@@ -243,14 +237,8 @@ cdef class CadenzaDecoder:
         return list(self.channels)
 
     cdef int reserve(self, Py_ssize_t n) except -1:
-        cdef LevelUpdate* grown
-        if n <= self.capacity:
-            return 0
-        grown = <LevelUpdate*>PyMem_Realloc(self.scratch, n * sizeof(LevelUpdate))
-        if grown == NULL:
+        if scratch_reserve(<void**>&self.scratch, &self.capacity, n, sizeof(LevelUpdate)) < 0:
             raise MemoryError()
-        self.scratch = grown
-        self.capacity = n
         return 0
 
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -288,18 +276,18 @@ cdef class CadenzaDecoder:
             st = js_next_member(&c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(&c, &key, b"push", 4):
+            if js_span_is(&c, &key, b"push", 4):
                 self.decode_push(&c, recv_ns)
-            elif key_is(&c, &key, b"id", 2):
+            elif js_span_is(&c, &key, b"id", 2):
                 st = js_read_int64(&c, False, &cmd_id)
                 has_id = True
-            elif key_is(&c, &key, b"subscribe", 9):
+            elif js_span_is(&c, &key, b"subscribe", 9):
                 sub_pos = c.pos
                 st = js_skip_value(&c)
-            elif key_is(&c, &key, b"error", 5):
+            elif js_span_is(&c, &key, b"error", 5):
                 err_pos = c.pos
                 st = js_skip_value(&c)
-            elif key_is(&c, &key, b"connect", 7):
+            elif js_span_is(&c, &key, b"connect", 7):
                 connect_pos = c.pos
                 st = js_skip_value(&c)
             else:
@@ -343,13 +331,13 @@ cdef class CadenzaDecoder:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"code", 4):
+            if js_span_is(c, &key, b"code", 4):
                 st = js_read_int64(c, False, &code)
-            elif key_is(c, &key, b"message", 7):
+            elif js_span_is(c, &key, b"message", 7):
                 st = js_read_string(c, &span)
                 if st == JS_OK:
                     message = js_span_to_str(c, &span)
-            elif key_is(c, &key, b"temporary", 9):
+            elif js_span_is(c, &key, b"temporary", 9):
                 st = js_read_bool(c, &temporary)
             else:
                 st = js_skip_value(c)
@@ -361,16 +349,9 @@ cdef class CadenzaDecoder:
 
     cdef Channel find_channel(self, const JsonCursor* c, const JsonSpan* span):
         cdef Channel ch
-        cdef const char* name
         for ch in self.channels:
-            if span.has_escapes:
-                if js_span_eq(c, span, <const char*>ch.name_bytes, len(ch.name_bytes)):
-                    return ch
-                continue
-            if len(ch.name_bytes) == span.len:
-                name = <const char*>ch.name_bytes
-                if memcmp(name, c.buf + span.start, span.len) == 0:
-                    return ch
+            if span_is_bytes(c, span, ch.name_bytes):
+                return ch
         return None
 
     cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1:
@@ -384,10 +365,10 @@ cdef class CadenzaDecoder:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"channel", 7):
+            if js_span_is(c, &key, b"channel", 7):
                 st = js_read_string(c, &channel)
                 has_channel = True
-            elif key_is(c, &key, b"pub", 3):
+            elif js_span_is(c, &key, b"pub", 3):
                 if has_channel:
                     # Usual field order: decode in the same pass.
                     ch = self.find_channel(c, &channel)
@@ -401,10 +382,10 @@ cdef class CadenzaDecoder:
                 else:
                     pub_pos = c.pos
                     st = js_skip_value(c)
-            elif key_is(c, &key, b"disconnect", 10):
+            elif js_span_is(c, &key, b"disconnect", 10):
                 disc_pos = c.pos
                 st = js_skip_value(c)
-            elif key_is(c, &key, b"unsubscribe", 11):
+            elif js_span_is(c, &key, b"unsubscribe", 11):
                 unsub_pos = c.pos
                 st = js_skip_value(c)
             else:
@@ -442,9 +423,9 @@ cdef class CadenzaDecoder:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"code", 4):
+            if js_span_is(c, &key, b"code", 4):
                 st = js_read_int64(c, False, &code)
-            elif key_is(c, &key, b"reason", 6):
+            elif js_span_is(c, &key, b"reason", 6):
                 st = js_read_string(c, &span)
                 if st == JS_OK:
                     reason = js_span_to_str(c, &span)
@@ -465,7 +446,7 @@ cdef class CadenzaDecoder:
         validated against the offset and applied; account data is decoded after the
         offset check (a second look at its bytes; account traffic is light)."""
         cdef JsonSpan key, span
-        cdef Py_ssize_t count = 0, dcount, nel
+        cdef Py_ssize_t count = 0, dcount
         cdef int64_t offset = -1
         cdef bint has_offset = False
         cdef Py_ssize_t data_pos = -1
@@ -479,17 +460,17 @@ cdef class CadenzaDecoder:
         # Trade fields.
         cdef JsonSpan trade_id
         cdef int64_t price_ticks = 0, qty_lots = 0
-        cdef int trade_side = 0
+        cdef int64_t trade_side = 0
         cdef int seen = 0
         st = js_enter_object(c)
         while st == JS_OK:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"offset", 6):
+            if js_span_is(c, &key, b"offset", 6):
                 st = js_read_int64(c, False, &offset)
                 has_offset = True
-            elif key_is(c, &key, b"data", 4):
+            elif js_span_is(c, &key, b"data", 4):
                 if data_pos != -1:
                     st = JS_DUPLICATE
                     break
@@ -504,67 +485,45 @@ cdef class CadenzaDecoder:
                     if st != JS_OK:
                         break
                     if ch.kind == CH_BOOK:
-                        if key_is(c, &key, b"bids", 4) or key_is(c, &key, b"asks", 4):
-                            side = SIDE_BID if key_is(c, &key, b"bids", 4) else SIDE_ASK
-                            st = js_enter_array(c)
-                            nel = 0
-                            while st == JS_OK:
-                                st = js_next_element(c, &nel)
-                                if st != JS_OK:
-                                    break
-                                if n >= self.capacity:  # cannot happen: reserve() bound
-                                    st = JS_BAD_FIELD
-                                    break
-                                st = js_read_level(c, inst.price_decimals, inst.tick_units,
-                                                   inst.qty_decimals, inst.lot_units, False,
-                                                   &self.scratch[n].price_ticks,
-                                                   &self.scratch[n].qty_lots)
-                                self.scratch[n].side = side
-                                n += 1
-                            if st == JS_END:
-                                st = JS_OK
-                        elif key_is(c, &key, b"type", 4):
+                        if js_span_is(c, &key, b"bids", 4) or js_span_is(c, &key, b"asks", 4):
+                            side = SIDE_BID if js_span_is(c, &key, b"bids", 4) else SIDE_ASK
+                            # The reserve() bound leaves room for every level of the frame.
+                            st = js_read_levels(c, inst.price_decimals, inst.tick_units,
+                                                inst.qty_decimals, inst.lot_units, False, side,
+                                                self.scratch, self.capacity, &n)
+                        elif js_span_is(c, &key, b"type", 4):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
-                                if js_span_eq(c, &span, b"delta", 5):
+                                if js_span_is(c, &span, b"delta", 5):
                                     book_type = BOOK_DELTA
-                                elif js_span_eq(c, &span, b"snapshot", 8):
+                                elif js_span_is(c, &span, b"snapshot", 8):
                                     book_type = BOOK_SNAPSHOT
                                 else:
-                                    c.err_pos = span.start
-                                    st = JS_BAD_FIELD
-                        elif key_is(c, &key, b"seq", 3):
+                                    st = js_fail(c, JS_BAD_FIELD, span.start)
+                        elif js_span_is(c, &key, b"seq", 3):
                             st = js_read_int64(c, False, &seq)
-                        elif key_is(c, &key, b"ts", 2):
+                        elif js_span_is(c, &key, b"ts", 2):
                             st = js_read_int64(c, False, &ts_ns)
                         else:
                             st = js_skip_value(c)
                     else:  # CH_TRADE
-                        if key_is(c, &key, b"price", 5):
+                        if js_span_is(c, &key, b"price", 5):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
-                                st = self.steps(c, &span, inst.price_decimals, inst.tick_units, &price_ticks)
+                                st = js_span_steps(c, &span, inst.price_decimals, inst.tick_units, &price_ticks)
                                 seen |= 1
-                        elif key_is(c, &key, b"qty", 3):
+                        elif js_span_is(c, &key, b"qty", 3):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
-                                st = self.steps(c, &span, inst.qty_decimals, inst.lot_units, &qty_lots)
+                                st = js_span_steps(c, &span, inst.qty_decimals, inst.lot_units, &qty_lots)
                                 seen |= 2
-                        elif key_is(c, &key, b"side", 4):
-                            st = js_read_string(c, &span)
-                            if st == JS_OK:
-                                if js_span_eq(c, &span, b"buy", 3):
-                                    trade_side = 1
-                                elif js_span_eq(c, &span, b"sell", 4):
-                                    trade_side = -1
-                                else:
-                                    c.err_pos = span.start
-                                    st = JS_BAD_FIELD
-                                seen |= 4
-                        elif key_is(c, &key, b"id", 2):
+                        elif js_span_is(c, &key, b"side", 4):
+                            st = read_taker_side(c, &trade_side)
+                            seen |= 4
+                        elif js_span_is(c, &key, b"id", 2):
                             st = js_read_string(c, &trade_id)
                             seen |= 8
-                        elif key_is(c, &key, b"ts", 2):
+                        elif js_span_is(c, &key, b"ts", 2):
                             st = js_read_int64(c, False, &ts_ns)
                             seen |= 16
                         else:
@@ -604,15 +563,6 @@ cdef class CadenzaDecoder:
             ch.offset = offset
         ch.publications += 1
         return 0
-
-    cdef JsonStatus steps(self, JsonCursor* c, const JsonSpan* span, int32_t decimals,
-                                 int64_t units, int64_t* out) noexcept:
-        cdef Status s = dec_to_steps(c.buf + span.start, span.len, decimals, units, out)
-        if s != ST_OK:
-            c.err_pos = span.start
-            c.dec_status = s
-            return JS_DECIMAL
-        return JS_OK
 
     cdef bint offset_ok(self, Channel ch, bint has_offset, int64_t offset) except -1:
         """True when the publication is the next one. A stale one (at or below the
@@ -687,17 +637,17 @@ cdef class CadenzaDecoder:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"offset", 6):
+            if js_span_is(c, &key, b"offset", 6):
                 st = js_read_int64(c, False, &offset)
-            elif key_is(c, &key, b"epoch", 5):
+            elif js_span_is(c, &key, b"epoch", 5):
                 st = js_read_string(c, &span)
                 if st == JS_OK:
                     epoch = js_span_to_str(c, &span)
-            elif key_is(c, &key, b"recovered", 9):
+            elif js_span_is(c, &key, b"recovered", 9):
                 st = js_read_bool(c, &recovered)
-            elif key_is(c, &key, b"recoverable", 11):
+            elif js_span_is(c, &key, b"recoverable", 11):
                 st = js_read_bool(c, &recoverable)
-            elif key_is(c, &key, b"publications", 12):
+            elif js_span_is(c, &key, b"publications", 12):
                 pubs_pos = c.pos
                 st = js_skip_value(c)
             else:
@@ -740,19 +690,19 @@ cdef class CadenzaDecoder:
             if st < JS_ERROR:
                 raise DecodeError(f"cadenza {ch.name}: account data without type", obj_pos)
             js_raise(c, st, f"cadenza {ch.name} account")
-        if js_span_eq(c, &span, b"order", 5):
+        if js_span_is(c, &span, b"order", 5):
             st = js_find_key(c, obj_pos, b"order", 5)
             if st == JS_OK:
                 return self.decode_order(c, ch, recv_ns)
-        elif js_span_eq(c, &span, b"fill", 4):
+        elif js_span_is(c, &span, b"fill", 4):
             st = js_find_key(c, obj_pos, b"fill", 4)
             if st == JS_OK:
                 return self.decode_fill(c, ch, recv_ns)
-        elif js_span_eq(c, &span, b"portfolio", 9):
+        elif js_span_is(c, &span, b"portfolio", 9):
             st = js_find_key(c, obj_pos, b"positions", 9)
             if st == JS_OK:
                 return self.decode_list(c, ch, recv_ns, False, obj_pos)
-        elif js_span_eq(c, &span, b"balances", 8):
+        elif js_span_is(c, &span, b"balances", 8):
             st = js_find_key(c, obj_pos, b"balances", 8)
             if st == JS_OK:
                 return self.decode_list(c, ch, recv_ns, True, obj_pos)
@@ -785,14 +735,15 @@ cdef class CadenzaDecoder:
             self.venue.on_unknown_instrument(js_span_to_str(c, &sp[O_INSTRUMENT]))
             return 0
         if seen & (1u << O_PRICE):
-            self.check(c, self.steps(c, &sp[O_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
-                       "order price")
+            check_field(c, js_span_steps(c, &sp[O_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
+                        "cadenza", "order", "price")
         if seen & (1u << O_STOP_PRICE):
-            self.check(c, self.steps(c, &sp[O_STOP_PRICE], inst.price_decimals, inst.tick_units, &stop_ticks),
-                       "order stopPrice")
-        self.check(c, self.steps(c, &sp[O_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "order qty")
-        self.check(c, self.steps(c, &sp[O_FILLED], inst.qty_decimals, inst.lot_units, &filled_lots),
-                   "order filledQty")
+            check_field(c, js_span_steps(c, &sp[O_STOP_PRICE], inst.price_decimals, inst.tick_units, &stop_ticks),
+                        "cadenza", "order", "stopPrice")
+        check_field(c, js_span_steps(c, &sp[O_QTY], inst.qty_decimals, inst.lot_units, &qty_lots),
+                    "cadenza", "order", "qty")
+        check_field(c, js_span_steps(c, &sp[O_FILLED], inst.qty_decimals, inst.lot_units, &filled_lots),
+                    "cadenza", "order", "filledQty")
         self.venue.on_order(js_span_to_str(c, &sp[O_ID]), self.opt_str(c, sp, seen, O_CLIENT_ID), inst,
                             js_span_to_str(c, &sp[O_SIDE]), self.opt_str(c, sp, seen, O_TYPE),
                             js_span_to_str(c, &sp[O_STATUS]), price_ticks, stop_ticks, qty_lots, filled_lots,
@@ -800,11 +751,6 @@ cdef class CadenzaDecoder:
                             iv[O_CREATED] if seen & (1u << O_CREATED) else 0,
                             iv[O_UPDATED] if seen & (1u << O_UPDATED) else 0,
                             iv[O_SEQ] if seen & (1u << O_SEQ) else 0, recv_ns)
-        return 0
-
-    cdef int check(self, JsonCursor* c, JsonStatus st, str what) except -1:
-        if st != JS_OK:
-            js_raise(c, st, f"cadenza {what}")
         return 0
 
     cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
@@ -822,8 +768,10 @@ cdef class CadenzaDecoder:
         if inst is None:
             self.venue.on_unknown_instrument(js_span_to_str(c, &sp[F_INSTRUMENT]))
             return 0
-        self.check(c, self.steps(c, &sp[F_PRICE], inst.price_decimals, inst.tick_units, &price_ticks), "fill price")
-        self.check(c, self.steps(c, &sp[F_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "fill qty")
+        check_field(c, js_span_steps(c, &sp[F_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
+                    "cadenza", "fill", "price")
+        check_field(c, js_span_steps(c, &sp[F_QTY], inst.qty_decimals, inst.lot_units, &qty_lots),
+                    "cadenza", "fill", "qty")
         self.venue.on_fill(js_span_to_str(c, &sp[F_ORDER_ID]), js_span_to_str(c, &sp[F_TRADE_ID]), inst,
                            js_span_to_str(c, &sp[F_SIDE]), price_ticks, qty_lots,
                            self.opt_str(c, sp, seen, F_FEE), self.opt_str(c, sp, seen, F_FEE_ASSET),
@@ -868,7 +816,8 @@ cdef class CadenzaDecoder:
             if inst is None:
                 self.venue.on_unknown_instrument(js_span_to_str(c, &sp[P_INSTRUMENT]))
                 continue
-            self.check(c, self.steps(c, &sp[P_QTY], inst.qty_decimals, inst.lot_units, &qty_lots), "position qty")
+            check_field(c, js_span_steps(c, &sp[P_QTY], inst.qty_decimals, inst.lot_units, &qty_lots),
+                        "cadenza", "position", "qty")
             fields = {}
             if seen & (1u << P_AVG_ENTRY):
                 fields["avgEntryPrice"] = js_span_to_str(c, &sp[P_AVG_ENTRY])

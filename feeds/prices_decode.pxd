@@ -19,7 +19,6 @@ cdef class MarketBook:
     """One market of the venue: its instrument, the engine's book and counters."""
     cdef readonly str market
     cdef bytes market_bytes            # UTF-8 name matched against the "prices" keys
-    cdef Py_ssize_t market_len
     cdef readonly Instrument instrument
     cdef readonly OrderBook book
     cdef readonly int64_t replaces     # PRICES entries applied (book replaced)
@@ -38,7 +37,7 @@ cdef class PricesDecoder(FrameSink):
     cdef Dispatch dispatch             # the feed's callback dispatch (C-level calls)
     cdef object link                   # the connection's owner: on_live / on_server_error / on_unknown
     cdef readonly bint live            # a PRICES frame arrived on this connection
-    # Scratch for one frame's levels. Owned (PyMem_Malloc'd, freed in __dealloc__),
+    # Scratch for one frame's levels. Owned (PyMem_RawRealloc'd, freed in __dealloc__),
     # grown per frame to the bound its length implies; valid until the next frame.
     cdef LevelUpdate* scratch
     cdef Py_ssize_t capacity

@@ -6,7 +6,7 @@ decoded into one scratch buffer and validated (numbers exact, levels best first,
 no crossed market, no market twice) before the first book is replaced; then the
 books are replaced (``OrderBook.replace_with``), then the book callbacks run.
 """
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_RawFree
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from engine._core.types cimport LevelUpdate, SIDE_BID, SIDE_ASK
@@ -17,8 +17,9 @@ from engine._core.jscan cimport (
     JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_steps,
-    js_span_eq, js_span_to_str, js_raise,
+    js_span_is, js_span_to_str, js_raise, js_claim,
 )
+from feeds._decode_common cimport scratch_reserve, span_is_bytes
 
 from engine.errors import DecodeError
 
@@ -56,7 +57,6 @@ cdef class MarketBook:
     def __init__(self, str market not None, Instrument instrument not None, OrderBook book not None):
         self.market = market
         self.market_bytes = market.encode()
-        self.market_len = len(self.market_bytes)
         self.instrument = instrument
         self.book = book
         self.frame_gen = 0
@@ -72,7 +72,7 @@ cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_un
     cdef JsonSpan key
     cdef Py_ssize_t nel = 0, count, start
     cdef int64_t price_ticks = 0, qty_lots = 0, prev = 0
-    cdef int seen
+    cdef unsigned int seen
     cdef JsonStatus st = js_enter_array(c)
     while st == JS_OK:
         st = js_next_element(c, &nel)
@@ -88,16 +88,14 @@ cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_un
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
-            if js_span_eq(c, &key, b"price", 5):
-                if seen & 1:
-                    return js_fail(c, JS_DUPLICATE, key.start)
-                seen |= 1
-                st = js_read_steps(c, price_decimals, tick_units, &price_ticks)
-            elif js_span_eq(c, &key, b"quantity", 8):
-                if seen & 2:
-                    return js_fail(c, JS_DUPLICATE, key.start)
-                seen |= 2
-                st = js_read_steps(c, qty_decimals, lot_units, &qty_lots)
+            if js_span_is(c, &key, b"price", 5):
+                st = js_claim(c, &key, &seen, 1)
+                if st == JS_OK:
+                    st = js_read_steps(c, price_decimals, tick_units, &price_ticks)
+            elif js_span_is(c, &key, b"quantity", 8):
+                st = js_claim(c, &key, &seen, 2)
+                if st == JS_OK:
+                    st = js_read_steps(c, qty_decimals, lot_units, &qty_lots)
             else:
                 st = js_skip_value(c)
         if st != JS_END:
@@ -144,7 +142,7 @@ cdef class PricesDecoder:
         self.reserve(64)
 
     def __dealloc__(self):
-        PyMem_Free(self.scratch)
+        PyMem_RawFree(self.scratch)
 
     def reset(self, link, markets):
         """A new connection: report to ``link``, apply ``markets`` (MarketBooks), not
@@ -163,14 +161,8 @@ cdef class PricesDecoder:
         return list(self.markets)
 
     cdef int reserve(self, Py_ssize_t n) except -1:
-        cdef LevelUpdate* grown
-        if n <= self.capacity:
-            return 0
-        grown = <LevelUpdate*>PyMem_Realloc(self.scratch, n * sizeof(LevelUpdate))
-        if grown == NULL:
+        if scratch_reserve(<void**>&self.scratch, &self.capacity, n, sizeof(LevelUpdate)) < 0:
             raise MemoryError()
-        self.scratch = grown
-        self.capacity = n
         return 0
 
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -180,11 +172,11 @@ cdef class PricesDecoder:
         return self.decode(buf, n, recv_ns)
 
     cdef MarketBook find_market(self, const JsonCursor* c, const JsonSpan* key):
-        # A handful of markets per connection: a linear scan (js_span_eq is a length
-        # check and memcmp unless the key holds escapes).
+        # A handful of markets per connection: a linear scan (a length check and memcmp
+        # unless the key holds escapes).
         cdef MarketBook mb
         for mb in self.markets:
-            if js_span_eq(c, key, <const char*>mb.market_bytes, mb.market_len):
+            if span_is_bytes(c, key, mb.market_bytes):
                 return mb
         return None
 
@@ -201,20 +193,20 @@ cdef class PricesDecoder:
             st = js_next_member(&c, &count, &key)
             if st != JS_OK:
                 break
-            if js_span_eq(&c, &key, b"type", 4):
+            if js_span_is(&c, &key, b"type", 4):
                 if has_type:
                     st = js_fail(&c, JS_DUPLICATE, key.start)
                     break
                 has_type = True
                 st = js_read_string(&c, &type_span)
                 if st == JS_OK:
-                    if js_span_eq(&c, &type_span, b"PRICES", 6):
+                    if js_span_is(&c, &type_span, b"PRICES", 6):
                         kind = MSG_PRICES
-                    elif js_span_eq(&c, &type_span, b"ERROR", 5):
+                    elif js_span_is(&c, &type_span, b"ERROR", 5):
                         kind = MSG_ERROR
                     else:
                         kind = MSG_OTHER
-            elif js_span_eq(&c, &key, b"prices", 6):
+            elif js_span_is(&c, &key, b"prices", 6):
                 if parsed or prices_pos >= 0:
                     st = js_fail(&c, JS_DUPLICATE, key.start)
                     break
@@ -226,10 +218,10 @@ cdef class PricesDecoder:
                 else:
                     prices_pos = c.pos
                     st = js_skip_value(&c)
-            elif js_span_eq(&c, &key, b"connectionId", 12):
+            elif js_span_is(&c, &key, b"connectionId", 12):
                 st = js_read_string(&c, &conn_span)
                 has_conn = True
-            elif js_span_eq(&c, &key, b"message", 7):
+            elif js_span_is(&c, &key, b"message", 7):
                 st = js_read_string(&c, &msg_span)
                 has_msg = True
             else:
@@ -261,7 +253,8 @@ cdef class PricesDecoder:
         cdef Py_ssize_t count = 0, mcount, n = 0, before
         cdef MarketBook mb = None
         cdef Instrument inst
-        cdef int seen, side = SIDE_BID, why = WHY_NONE
+        cdef unsigned int seen
+        cdef int side = SIDE_BID, why = WHY_NONE
         cdef JsonStatus st
         self.gen += 1
         self.touched.clear()
@@ -290,12 +283,11 @@ cdef class PricesDecoder:
                 st = js_next_member(c, &mcount, &mkey)
                 if st != JS_OK:
                     break
-                if js_span_eq(c, &mkey, b"asks", 4) or js_span_eq(c, &mkey, b"bids", 4):
-                    side = SIDE_ASK if js_span_eq(c, &mkey, b"asks", 4) else SIDE_BID
-                    if seen & (1 << side):
-                        st = js_fail(c, JS_DUPLICATE, mkey.start)
+                if js_span_is(c, &mkey, b"asks", 4) or js_span_is(c, &mkey, b"bids", 4):
+                    side = SIDE_ASK if js_span_is(c, &mkey, b"asks", 4) else SIDE_BID
+                    st = js_claim(c, &mkey, &seen, 1u << side)
+                    if st != JS_OK:
                         break
-                    seen |= 1 << side
                     before = n
                     st = read_side(c, inst.price_decimals, inst.tick_units, inst.qty_decimals,
                                    inst.lot_units, side, self.scratch, self.capacity, &n, &why)

@@ -15,7 +15,6 @@ cdef class Quote:
     """Last price of one symbol as the venue's market:price reports it (exact)."""
     cdef readonly str symbol
     cdef bytes symbol_bytes            # UTF-8 symbol matched against "symbol" spans
-    cdef Py_ssize_t symbol_len
     cdef readonly Instrument instrument
     cdef readonly int64_t last_price_ticks
     cdef readonly int64_t change_ticks       # signed, in the instrument's ticks

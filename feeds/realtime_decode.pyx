@@ -12,9 +12,10 @@ from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
     JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
     js_init, js_fail, js_enter_object, js_next_member, js_skip_value,
-    js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_eq,
-    js_span_to_str, js_raise,
+    js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_is,
+    js_span_to_str, js_raise, js_claim, js_match_word,
 )
+from feeds._decode_common cimport fill_lens, span_is_bytes, taker_side, check_field
 
 from engine.errors import DecodeError
 
@@ -30,16 +31,31 @@ cdef enum:
     K_TRADE = 2
     K_OTHER = 3
 
-# Field bits (which fields a message carried).
+# Fields of the hot messages: index I_* in the key table, bit F_* = 1 << I_* (which
+# fields a message carried).
 cdef enum:
-    F_SYMBOL = 1
-    F_PRICE = 2
-    F_CHANGE = 4
-    F_PCT = 8
-    F_QTY = 16
-    F_SIDE = 32
-    F_ID = 64
-    F_TS = 128
+    I_TS = 0
+    I_SYMBOL = 1
+    I_PRICE = 2
+    I_CHANGE = 3
+    I_PCT = 4
+    I_QTY = 5
+    I_SIDE = 6
+    I_ID = 7
+    N_FIELDS = 8
+    F_TS = 1 << I_TS
+    F_SYMBOL = 1 << I_SYMBOL
+    F_PRICE = 1 << I_PRICE
+    F_CHANGE = 1 << I_CHANGE
+    F_PCT = 1 << I_PCT
+    F_QTY = 1 << I_QTY
+    F_SIDE = 1 << I_SIDE
+    F_ID = 1 << I_ID
+
+cdef const char* FIELD_WORDS[N_FIELDS]
+FIELD_WORDS[:] = [b"ts", b"symbol", b"price", b"change", b"changePercent", b"qty", b"side", b"id"]
+cdef Py_ssize_t FIELD_LENS[N_FIELDS]
+fill_lens(FIELD_WORDS, FIELD_LENS, N_FIELDS)
 
 cdef Instrument _PCT = Instrument("changePercent", "0.000001", "1")
 
@@ -55,7 +71,6 @@ cdef class Quote:
         self.instrument = instrument
         self.symbol = instrument.symbol
         self.symbol_bytes = instrument.symbol.encode()
-        self.symbol_len = len(self.symbol_bytes)
 
     @property
     def last_price(self):
@@ -116,19 +131,21 @@ cdef class RealtimeDecoder:
         return self.decode(buf, n, recv_ns)
 
     cdef Quote find(self, const JsonCursor* c, const JsonSpan* span):
-        # A few symbols per connection: a linear scan (js_span_eq is a length check and
-        # memcmp unless the span holds escapes).
+        # A few symbols per connection: a linear scan (a length check and memcmp unless
+        # the span holds escapes).
         cdef Quote q
         for q in self.quotes:
-            if js_span_eq(c, span, <const char*>q.symbol_bytes, q.symbol_len):
+            if span_is_bytes(c, span, q.symbol_bytes):
                 return q
         return None
 
     cdef int decode(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         cdef JsonCursor c
-        cdef JsonSpan key, type_span, s_symbol, s_price, s_change, s_pct, s_qty, s_side, s_id
+        cdef JsonSpan key, type_span
+        cdef JsonSpan spans[N_FIELDS]   # string fields by I_* (I_TS unused: an integer)
         cdef Py_ssize_t count = 0
-        cdef int kind = K_NONE, seen = 0, bit
+        cdef int kind = K_NONE, idx
+        cdef unsigned int seen = 0
         cdef int64_t ts_ns = 0, price_ticks = 0, change_ticks = 0, pct_units = 0, qty_lots = 0
         cdef int side = 0
         cdef JsonStatus st
@@ -140,59 +157,30 @@ cdef class RealtimeDecoder:
             st = js_next_member(&c, &count, &key)
             if st != JS_OK:
                 break
-            bit = 0
-            if js_span_eq(&c, &key, b"type", 4):
+            if js_span_is(&c, &key, b"type", 4):
                 if kind != K_NONE:
                     st = js_fail(&c, JS_DUPLICATE, key.start)
                     break
                 st = js_read_string(&c, &type_span)
                 if st == JS_OK:
-                    if js_span_eq(&c, &type_span, b"market:price", 12):
+                    if js_span_is(&c, &type_span, b"market:price", 12):
                         kind = K_PRICE
-                    elif js_span_eq(&c, &type_span, b"trade:created", 13):
+                    elif js_span_is(&c, &type_span, b"trade:created", 13):
                         kind = K_TRADE
                     else:
                         kind = K_OTHER
                 continue
-            elif js_span_eq(&c, &key, b"ts", 2):
-                bit = F_TS
-            elif js_span_eq(&c, &key, b"symbol", 6):
-                bit = F_SYMBOL
-            elif js_span_eq(&c, &key, b"price", 5):
-                bit = F_PRICE
-            elif js_span_eq(&c, &key, b"change", 6):
-                bit = F_CHANGE
-            elif js_span_eq(&c, &key, b"changePercent", 13):
-                bit = F_PCT
-            elif js_span_eq(&c, &key, b"qty", 3):
-                bit = F_QTY
-            elif js_span_eq(&c, &key, b"side", 4):
-                bit = F_SIDE
-            elif js_span_eq(&c, &key, b"id", 2):
-                bit = F_ID
-            if bit == 0 or kind == K_OTHER:
+            idx = js_match_word(&c, &key, FIELD_WORDS, FIELD_LENS, N_FIELDS)
+            if idx < 0 or kind == K_OTHER:
                 st = js_skip_value(&c)  # cold messages are validated here, decoded by the venue
                 continue
-            if seen & bit:
-                st = js_fail(&c, JS_DUPLICATE, key.start)
+            st = js_claim(&c, &key, &seen, 1u << idx)
+            if st != JS_OK:
                 break
-            seen |= bit
-            if bit == F_TS:
+            if idx == I_TS:
                 st = js_read_int64(&c, False, &ts_ns)
-            elif bit == F_SYMBOL:
-                st = js_read_string(&c, &s_symbol)
-            elif bit == F_PRICE:
-                st = js_read_string(&c, &s_price)
-            elif bit == F_CHANGE:
-                st = js_read_string(&c, &s_change)
-            elif bit == F_PCT:
-                st = js_read_string(&c, &s_pct)
-            elif bit == F_QTY:
-                st = js_read_string(&c, &s_qty)
-            elif bit == F_SIDE:
-                st = js_read_string(&c, &s_side)
             else:
-                st = js_read_string(&c, &s_id)
+                st = js_read_string(&c, &spans[idx])
         if st == JS_END:
             st = js_expect_end(&c)
         if st != JS_OK:
@@ -208,24 +196,21 @@ cdef class RealtimeDecoder:
                 raise DecodeError("realtime market:price needs symbol, price, change and changePercent", 0)
         elif seen & (F_SYMBOL | F_PRICE | F_QTY | F_SIDE | F_ID) != (F_SYMBOL | F_PRICE | F_QTY | F_SIDE | F_ID):
             raise DecodeError("realtime trade:created needs symbol, id, price, qty and side", 0)
-        q = self.find(&c, &s_symbol)
+        q = self.find(&c, &spans[I_SYMBOL])
         if q is None:
             self.unknown_symbols += 1
             return 0
         inst = q.instrument
-        st = js_read_steps(_at(&c, &s_price), inst.price_decimals, inst.tick_units, &price_ticks)
-        if st != JS_OK:
-            js_raise(&c, st, f"realtime {q.symbol} price")
+        check_field(&c, js_read_steps(_at(&c, &spans[I_PRICE]), inst.price_decimals, inst.tick_units,
+                                      &price_ticks), "realtime", q.symbol, "price")
         if price_ticks <= 0:
             raise DecodeError(f"realtime {q.symbol}: price must be positive, got "
-                              f"{js_span_to_str(&c, &s_price)!r}", s_price.start)
+                              f"{js_span_to_str(&c, &spans[I_PRICE])!r}", spans[I_PRICE].start)
         if kind == K_PRICE:
-            st = js_read_steps(_at(&c, &s_change), inst.price_decimals, inst.tick_units, &change_ticks)
-            if st != JS_OK:
-                js_raise(&c, st, f"realtime {q.symbol} change")
-            st = js_read_steps(_at(&c, &s_pct), PCT_DEC, 1, &pct_units)
-            if st != JS_OK:
-                js_raise(&c, st, f"realtime {q.symbol} changePercent")
+            check_field(&c, js_read_steps(_at(&c, &spans[I_CHANGE]), inst.price_decimals, inst.tick_units,
+                                          &change_ticks), "realtime", q.symbol, "change")
+            check_field(&c, js_read_steps(_at(&c, &spans[I_PCT]), PCT_DEC, 1, &pct_units),
+                        "realtime", q.symbol, "changePercent")
             q.last_price_ticks = price_ticks
             q.change_ticks = change_ticks
             q.change_pct_units = pct_units
@@ -236,20 +221,16 @@ cdef class RealtimeDecoder:
             if self.emit_quotes:
                 self.venue.quote_updated(q, recv_ns)
             return 0
-        st = js_read_steps(_at(&c, &s_qty), inst.qty_decimals, inst.lot_units, &qty_lots)
-        if st != JS_OK:
-            js_raise(&c, st, f"realtime {q.symbol} qty")
+        check_field(&c, js_read_steps(_at(&c, &spans[I_QTY]), inst.qty_decimals, inst.lot_units, &qty_lots),
+                    "realtime", q.symbol, "qty")
         if qty_lots <= 0:
-            raise DecodeError(f"realtime {q.symbol}: trade qty must be positive", s_qty.start)
-        if js_span_eq(&c, &s_side, b"buy", 3):
-            side = 1
-        elif js_span_eq(&c, &s_side, b"sell", 4):
-            side = -1
-        else:
+            raise DecodeError(f"realtime {q.symbol}: trade qty must be positive", spans[I_QTY].start)
+        side = taker_side(&c, &spans[I_SIDE])
+        if side == 0:
             raise DecodeError(f"realtime {q.symbol}: trade side must be buy or sell, got "
-                              f"{js_span_to_str(&c, &s_side)!r}", s_side.start)
+                              f"{js_span_to_str(&c, &spans[I_SIDE])!r}", spans[I_SIDE].start)
         self.trades += 1
-        self.dispatch.trade(self.trade_type(inst, js_span_to_str(&c, &s_id), price_ticks, qty_lots,
+        self.dispatch.trade(self.trade_type(inst, js_span_to_str(&c, &spans[I_ID]), price_ticks, qty_lots,
                                             side, ts_ns, recv_ns), recv_ns)
         return 0
 

@@ -45,8 +45,10 @@
 #     if st == JS_END: st = js_expect_end(&c)        # only whitespace may follow
 #     if st != JS_OK: js_raise(&c, st, "binance depthUpdate")
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memcmp
 
-from engine._core.types cimport LevelUpdate
+from engine._core.types cimport LevelUpdate, Status, ST_OK
+from engine._core.decimals cimport dec_to_steps
 
 cdef enum:
     JS_DEFAULT_MAX_DEPTH = 64
@@ -188,3 +190,49 @@ cdef int js_raise(const JsonCursor* c, JsonStatus status, str context) except -1
 # any buffer exporter) into *view and point *c at it. The caller MUST PyBuffer_Release
 # the view (try/finally) and must not use the cursor after that. TypeError otherwise.
 cdef int js_init_buffer(JsonCursor* c, object frame, Py_buffer* view) except -1
+
+
+# --- inline decoder helpers ----------------------------------------------------------
+# Compiled into each decoder's own loops (no call across modules on the common path).
+
+cdef inline bint js_span_is(const JsonCursor* c, const JsonSpan* span, const char* lit,
+                            Py_ssize_t n) noexcept nogil:
+    """js_span_eq with the common case inline: a length check and memcmp; a span that
+    holds escapes goes through js_span_eq's decoding comparison. O(n)."""
+    if span.has_escapes:
+        return js_span_eq(c, span, lit, n)
+    return span.len == n and memcmp(c.buf + span.start, lit, n) == 0
+
+
+cdef inline int js_match_word(const JsonCursor* c, const JsonSpan* span, const char** words,
+                              const Py_ssize_t* lens, int n) noexcept nogil:
+    """Index i of the word equal to the span's text (lens[i] == strlen(words[i])), -1
+    when none is. O(n) comparisons: for the handful of keys or enum words of a schema."""
+    cdef int i
+    for i in range(n):
+        if js_span_is(c, span, words[i], lens[i]):
+            return i
+    return -1
+
+
+cdef inline JsonStatus js_claim(JsonCursor* c, const JsonSpan* key, unsigned int* seen,
+                                unsigned int bit) noexcept nogil:
+    """Mark the field `bit` of an object as read: JS_DUPLICATE (at the key) when *seen
+    already has it, else sets it and returns JS_OK."""
+    if seen[0] & bit:
+        return js_fail(c, JS_DUPLICATE, key.start)
+    seen[0] |= bit
+    return JS_OK
+
+
+cdef inline JsonStatus js_span_steps(JsonCursor* c, const JsonSpan* span, int32_t decimals,
+                                     int64_t step_units, int64_t* out) noexcept nogil:
+    """The text of a string span read earlier (js_read_string) as an exact count of
+    steps, dec_to_steps semantics (a sign is allowed; callers check it). JS_DECIMAL at
+    the span, with c.dec_status, when it does not convert (escaped text never does: a
+    backslash is no digit). Writes *out only on JS_OK. O(span length)."""
+    cdef Status ds = dec_to_steps(c.buf + span.start, span.len, decimals, step_units, out)
+    if ds != ST_OK:
+        c.dec_status = ds
+        return js_fail(c, JS_DECIMAL, span.start)
+    return JS_OK
