@@ -66,7 +66,7 @@ cdef class StreamDecoder(FrameSink):
     cdef object trade_type            # engine.engine.Trade
     cdef list symbols                 # of StreamSymbol; a handful: linear match
     cdef bytes ns_prefix              # b"" for "/", else b"/ns," as on the wire
-    # Scratch memory, owned (PyMem_Malloc'd, freed in __dealloc__), grown per frame to
+    # Scratch memory, owned (PyMem_RawRealloc'd, freed in __dealloc__), grown per frame to
     # the bound its length implies; contents valid only until the next frame.
     cdef LevelUpdate* levels
     cdef Py_ssize_t levels_cap

@@ -9,7 +9,7 @@ nothing). Any other frame is handed to the venue's cold path (``venue.on_control
 as text: Engine.IO open/ping/close, Socket.IO connect/ack/disconnect/errors and events
 this decoder does not know.
 """
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_RawFree
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp
@@ -24,8 +24,9 @@ from engine._core.jscan cimport (
     JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE, JK_OBJECT, JK_ARRAY,
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
-    js_read_bool, js_read_null, js_span_eq, js_span_to_str, js_raise, js_peek,
+    js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim,
 )
+from feeds._decode_common cimport scratch_reserve, span_is_bytes, read_taker_side
 
 from engine.errors import BookError, DecodeError
 from engine._core.kline import KlineError
@@ -40,10 +41,6 @@ EVENT_ORDERBOOK = EV_ORDERBOOK
 EVENT_KLINE = EV_KLINE
 EVENT_OPENORDERS = EV_OPENORDERS
 EVENT_POSITIONS = EV_POSITIONS
-
-
-cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit, Py_ssize_t n) noexcept nogil:
-    return js_span_eq(c, key, lit, n)
 
 
 cdef inline JsonStatus read_ms(JsonCursor* c, int64_t* out_ns) noexcept nogil:
@@ -208,8 +205,8 @@ cdef class StreamDecoder:
         self.reserve(64)
 
     def __dealloc__(self):
-        PyMem_Free(self.levels)
-        PyMem_Free(self.trade_rows)
+        PyMem_RawFree(self.levels)
+        PyMem_RawFree(self.trade_rows)
 
     def add_symbol(self, StreamSymbol sym not None):
         """Register a symbol (before subscribing to it). O(1)."""
@@ -229,19 +226,9 @@ cdef class StreamDecoder:
         raise KeyError(name)
 
     cdef int reserve(self, Py_ssize_t n) except -1:
-        cdef void* grown
-        if n > self.levels_cap:
-            grown = PyMem_Realloc(self.levels, n * sizeof(LevelUpdate))
-            if grown == NULL:
-                raise MemoryError()
-            self.levels = <LevelUpdate*>grown
-            self.levels_cap = n
-        if n > self.trades_cap:
-            grown = PyMem_Realloc(self.trade_rows, n * sizeof(TradeRow))
-            if grown == NULL:
-                raise MemoryError()
-            self.trade_rows = <TradeRow*>grown
-            self.trades_cap = n
+        if (scratch_reserve(<void**>&self.levels, &self.levels_cap, n, sizeof(LevelUpdate)) < 0
+                or scratch_reserve(<void**>&self.trade_rows, &self.trades_cap, n, sizeof(TradeRow)) < 0):
+            raise MemoryError()
         return 0
 
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -288,13 +275,13 @@ cdef class StreamDecoder:
             st = js_read_string(&c, &name)
         if st != JS_OK:
             return 0   # not a well-formed named event: the cold path reports it
-        if js_span_eq(&c, &name, b"orderbook", 9):
+        if js_span_is(&c, &name, b"orderbook", 9):
             kind = EV_ORDERBOOK
-        elif js_span_eq(&c, &name, b"kline", 5):
+        elif js_span_is(&c, &name, b"kline", 5):
             kind = EV_KLINE
-        elif js_span_eq(&c, &name, b"openorders", 10):
+        elif js_span_is(&c, &name, b"openorders", 10):
             kind = EV_OPENORDERS
-        elif js_span_eq(&c, &name, b"positions", 9):
+        elif js_span_is(&c, &name, b"positions", 9):
             kind = EV_POSITIONS
         else:
             return 0
@@ -344,11 +331,7 @@ cdef class StreamDecoder:
     cdef StreamSymbol find_symbol(self, const JsonCursor* c, const JsonSpan* span):
         cdef StreamSymbol s
         for s in self.symbols:
-            if span.has_escapes:
-                if js_span_eq(c, span, <const char*>s.symbol_bytes, len(s.symbol_bytes)):
-                    return s
-            elif len(s.symbol_bytes) == span.len and \
-                    memcmp(<const char*>s.symbol_bytes, c.buf + span.start, span.len) == 0:
+            if span_is_bytes(c, span, s.symbol_bytes):
                 return s
         return None
 
@@ -383,13 +366,13 @@ cdef class StreamDecoder:
                 st = js_next_member(c, &nmem, &key)
                 if st != JS_OK:
                     break
-                if key_is(c, &key, b"ticks", 5):
+                if js_span_is(c, &key, b"ticks", 5):
                     st = js_read_int64(c, False, &lv.price_ticks)
                     seen |= 1
-                elif key_is(c, &key, b"lots", 4):
+                elif js_span_is(c, &key, b"lots", 4):
                     st = js_read_int64(c, False, &lv.qty_lots)
                     seen |= 2
-                elif key_is(c, &key, b"count", 5):
+                elif js_span_is(c, &key, b"count", 5):
                     st = js_read_int64(c, False, &count)
                     if st == JS_OK and count < 0:
                         st = js_fail(c, JS_BAD_FIELD, key.start)
@@ -407,7 +390,7 @@ cdef class StreamDecoder:
 
     cdef JsonStatus read_trades(self, JsonCursor* c) noexcept:
         """``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell","ts":ms},...]``."""
-        cdef JsonSpan key, span
+        cdef JsonSpan key
         cdef Py_ssize_t nel = 0, nmem
         cdef int seen
         cdef Py_ssize_t obj_pos
@@ -433,26 +416,19 @@ cdef class StreamDecoder:
                 st = js_next_member(c, &nmem, &key)
                 if st != JS_OK:
                     break
-                if key_is(c, &key, b"id", 2):
+                if js_span_is(c, &key, b"id", 2):
                     st = js_read_int64(c, False, &t.trade_id)
                     seen |= 1
-                elif key_is(c, &key, b"ticks", 5):
+                elif js_span_is(c, &key, b"ticks", 5):
                     st = js_read_int64(c, False, &t.price_ticks)
                     seen |= 2
-                elif key_is(c, &key, b"lots", 4):
+                elif js_span_is(c, &key, b"lots", 4):
                     st = js_read_int64(c, False, &t.qty_lots)
                     seen |= 4
-                elif key_is(c, &key, b"side", 4):
-                    st = js_read_string(c, &span)
-                    if st == JS_OK:
-                        if js_span_eq(c, &span, b"buy", 3):
-                            t.side = 1
-                        elif js_span_eq(c, &span, b"sell", 4):
-                            t.side = -1
-                        else:
-                            st = js_fail(c, JS_BAD_FIELD, span.start)
+                elif js_span_is(c, &key, b"side", 4):
+                    st = read_taker_side(c, &t.side)
                     seen |= 8
-                elif key_is(c, &key, b"ts", 2):
+                elif js_span_is(c, &key, b"ts", 2):
                     st = read_ms(c, &t.ts_ns)
                     seen |= 16
                 else:
@@ -471,7 +447,7 @@ cdef class StreamDecoder:
         cdef JsonSpan key, sym
         cdef Py_ssize_t nmem = 0
         cdef bint has_symbol = False
-        cdef int dup = 0
+        cdef unsigned int dup = 0
         cdef Py_ssize_t obj_pos = c.pos
         cdef JsonStatus st
         # A level or trade needs at least 12 bytes ({"ticks":1,"lots":1} is 21): bound.
@@ -483,21 +459,24 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"bids", 4):
-                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 1 else self.read_levels(c, SIDE_BID)
-                dup |= 1
-            elif key_is(c, &key, b"asks", 4):
-                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 2 else self.read_levels(c, SIDE_ASK)
-                dup |= 2
-            elif key_is(c, &key, b"trades", 6):
-                st = js_fail(c, JS_DUPLICATE, key.start) if dup & 4 else self.read_trades(c)
-                dup |= 4
-            elif key_is(c, &key, b"symbol", 6):
+            if js_span_is(c, &key, b"bids", 4):
+                st = js_claim(c, &key, &dup, 1)
+                if st == JS_OK:
+                    st = self.read_levels(c, SIDE_BID)
+            elif js_span_is(c, &key, b"asks", 4):
+                st = js_claim(c, &key, &dup, 2)
+                if st == JS_OK:
+                    st = self.read_levels(c, SIDE_ASK)
+            elif js_span_is(c, &key, b"trades", 6):
+                st = js_claim(c, &key, &dup, 4)
+                if st == JS_OK:
+                    st = self.read_trades(c)
+            elif js_span_is(c, &key, b"symbol", 6):
                 st = js_read_string(c, &sym)
                 has_symbol = True
-            elif key_is(c, &key, b"ts", 2):
+            elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)
-            elif key_is(c, &key, b"seq", 3):
+            elif js_span_is(c, &key, b"seq", 3):
                 st = js_read_int64(c, False, &self.msg_seq)
                 self.has_seq = True
             else:
@@ -572,25 +551,25 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"created", 7):
+            if js_span_is(c, &key, b"created", 7):
                 st = read_ms(c, &out.open_ts_ns)
                 seen |= 1
-            elif key_is(c, &key, b"o", 1):
+            elif js_span_is(c, &key, b"o", 1):
                 st = js_read_int64(c, False, &out.open_ticks)
                 seen |= 2
-            elif key_is(c, &key, b"h", 1):
+            elif js_span_is(c, &key, b"h", 1):
                 st = js_read_int64(c, False, &out.high_ticks)
                 seen |= 4
-            elif key_is(c, &key, b"l", 1):
+            elif js_span_is(c, &key, b"l", 1):
                 st = js_read_int64(c, False, &out.low_ticks)
                 seen |= 8
-            elif key_is(c, &key, b"c", 1):
+            elif js_span_is(c, &key, b"c", 1):
                 st = js_read_int64(c, False, &out.close_ticks)
                 seen |= 16
-            elif key_is(c, &key, b"v", 1):
+            elif js_span_is(c, &key, b"v", 1):
                 st = js_read_int64(c, False, &out.volume_lots)
                 seen |= 32
-            elif key_is(c, &key, b"m", 1):
+            elif js_span_is(c, &key, b"m", 1):
                 st = read_ms(c, &out.update_ts_ns)
             else:
                 st = js_skip_value(c)
@@ -607,7 +586,7 @@ cdef class StreamDecoder:
     cdef int decode_kline(self, JsonCursor* c) except -1:
         cdef JsonSpan key, sym, interval
         cdef Py_ssize_t nmem = 0, obj_pos = c.pos
-        cdef int seen = 0
+        cdef unsigned int seen = 0
         cdef JsonStatus st
         cdef Candle* add = &self.candles[0]
         cdef Candle* mod = &self.candles[1]
@@ -620,16 +599,18 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"add", 3):
-                st = js_fail(c, JS_DUPLICATE, key.start) if seen & 4 else self.read_candle(c, add)
-                seen |= 4
-            elif key_is(c, &key, b"modify", 6):
-                st = js_fail(c, JS_DUPLICATE, key.start) if seen & 8 else self.read_candle(c, mod)
-                seen |= 8
-            elif key_is(c, &key, b"symbol", 6):
+            if js_span_is(c, &key, b"add", 3):
+                st = js_claim(c, &key, &seen, 4)
+                if st == JS_OK:
+                    st = self.read_candle(c, add)
+            elif js_span_is(c, &key, b"modify", 6):
+                st = js_claim(c, &key, &seen, 8)
+                if st == JS_OK:
+                    st = self.read_candle(c, mod)
+            elif js_span_is(c, &key, b"symbol", 6):
                 st = js_read_string(c, &sym)
                 seen |= 1
-            elif key_is(c, &key, b"interval", 8):
+            elif js_span_is(c, &key, b"interval", 8):
                 st = js_read_string(c, &interval)
                 seen |= 2
             else:
@@ -643,7 +624,7 @@ cdef class StreamDecoder:
             self.unknown_symbol += 1
             return 0
         for iv, idx in self.cur.intervals:
-            if js_span_eq(c, &interval, <const char*>(<bytes>iv), len(<bytes>iv)):
+            if js_span_is(c, &interval, <const char*>(<bytes>iv), len(<bytes>iv)):
                 self.cur_frame = idx
                 break
         if self.cur_frame < 0:
@@ -714,7 +695,7 @@ cdef class StreamDecoder:
                 if st == JS_OK:
                     out[name] = js_span_to_str(c, &span)
             elif kind == JK_NUMBER:
-                if key_is(c, &key, b"ts", 2):
+                if js_span_is(c, &key, b"ts", 2):
                     st = read_ms(c, &v)
                 else:
                     st = js_read_int64(c, False, &v)
@@ -746,8 +727,8 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"modify", 6) or key_is(c, &key, b"cancel", 6):
-                rows = self.rows_a if key_is(c, &key, b"modify", 6) else self.rows_b
+            if js_span_is(c, &key, b"modify", 6) or js_span_is(c, &key, b"cancel", 6):
+                rows = self.rows_a if js_span_is(c, &key, b"modify", 6) else self.rows_b
                 if js_peek(c) == JK_NULL:
                     st = js_read_null(c, &b)
                     continue
@@ -760,11 +741,11 @@ cdef class StreamDecoder:
                     rows.append(self.read_item(c, "openorders"))
                 if st == JS_END:
                     st = JS_OK
-            elif key_is(c, &key, b"symbol", 6):
+            elif js_span_is(c, &key, b"symbol", 6):
                 st = js_read_string(c, &span)
                 if st == JS_OK:
                     self.cur_symbol_text = js_span_to_str(c, &span)
-            elif key_is(c, &key, b"ts", 2):
+            elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)
             else:
                 st = js_skip_value(c)
@@ -784,7 +765,7 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if key_is(c, &key, b"balances", 8):
+            if js_span_is(c, &key, b"balances", 8):
                 seen = True
                 st = js_enter_array(c)
                 while st == JS_OK:
@@ -794,7 +775,7 @@ cdef class StreamDecoder:
                     self.rows_a.append(self.read_item(c, "positions"))
                 if st == JS_END:
                     st = JS_OK
-            elif key_is(c, &key, b"ts", 2):
+            elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)
             else:
                 st = js_skip_value(c)
