@@ -9,12 +9,11 @@ instrument's exact decimals (``decimals.dec_to_steps``). Nothing is applied unti
 whole frame validated, so a bad frame raises DecodeError and changes nothing. Cold
 messages (Auth, Symbol, Notification) go to the venue as the raw bytes of ``data``.
 """
-from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawRealloc, PyMem_RawFree
+from cpython.mem cimport PyMem_Malloc, PyMem_Free, PyMem_RawFree
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.string cimport memcmp, strlen
+from libc.string cimport strlen
 
-from engine._core.types cimport Status, ST_OK, ST_NEGATIVE, ST_OVERFLOW, ST_SYNTAX
-from engine._core.decimals cimport dec_to_steps
+from engine._core.types cimport ST_NEGATIVE, ST_SYNTAX
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
     js_init,
@@ -23,8 +22,9 @@ from engine._core.jscan cimport (
     JS_WRONG_TYPE, JS_DUPLICATE, JS_TOO_LONG,
     js_fail, js_enter_object, js_enter_array, js_next_member, js_next_element,
     js_skip_value, js_expect_end, js_read_string, js_read_int64, js_read_null, js_find_key,
-    js_span_eq, js_span_to_str, js_raise,
+    js_span_is, js_span_to_str, js_raise, js_match_word, js_claim, js_span_steps,
 )
+from feeds._decode_common cimport fill_lens, scratch_reserve
 
 from engine._core.account cimport Account
 from feeds._hotpath cimport FrameSink, Dispatch
@@ -32,34 +32,9 @@ from feeds._hotpath cimport FrameSink, Dispatch
 from engine.errors import DecodeError
 
 
-cdef inline bint span_is(const JsonCursor* c, const JsonSpan* span, const char* lit,
-                         Py_ssize_t n) noexcept nogil:
-    # Length check and memcmp inline (a handful of candidates per key on the hot path);
-    # the rare escaped span goes through jscan's decoding comparison.
-    if span.has_escapes:
-        return js_span_eq(c, span, lit, n)
-    return span.len == n and memcmp(c.buf + span.start, lit, n) == 0
-
-
-cdef inline int match_word(const JsonCursor* c, const JsonSpan* span, const char** words,
-                           const Py_ssize_t* lens, int n) noexcept nogil:
-    # Index of the word equal to the span (lens[i] == strlen(words[i])), -1 if none.
-    cdef int i
-    for i in range(n):
-        if span_is(c, span, words[i], lens[i]):
-            return i
-    return -1
-
-
-cdef void fill_lens(const char** words, Py_ssize_t* lens, int n) noexcept:
-    cdef int i
-    for i in range(n):
-        lens[i] = <Py_ssize_t>strlen(words[i])
-
-
 cdef inline bint key_is(const JsonCursor* c, const JsonSpan* key, const char* lit) noexcept nogil:
     # strlen of a literal is folded by the C compiler.
-    return span_is(c, key, lit, <Py_ssize_t>strlen(lit))
+    return js_span_is(c, key, lit, <Py_ssize_t>strlen(lit))
 
 
 # ---- the venue's words, as C strings (matched in place) and as Python str (passed on) --
@@ -179,9 +154,9 @@ cdef inline int field_bit(const JsonCursor* c, const JsonSpan* key, bint is_orde
     # object kind's fields: a position has no filled_qty, an order no entry_price).
     cdef int idx
     if is_order:
-        idx = match_word(c, key, ORDER_FIELD_WORDS, ORDER_FIELD_LENS, 12)
+        idx = js_match_word(c, key, ORDER_FIELD_WORDS, ORDER_FIELD_LENS, 12)
         return ORDER_FIELD_BITS[idx] if idx >= 0 else 0
-    idx = match_word(c, key, POSITION_FIELD_WORDS, POSITION_FIELD_LENS, 8)
+    idx = js_match_word(c, key, POSITION_FIELD_WORDS, POSITION_FIELD_LENS, 8)
     return POSITION_FIELD_BITS[idx] if idx >= 0 else 0
 
 
@@ -204,16 +179,15 @@ cdef bint plain_decimal(const char* s, Py_ssize_t n) noexcept nogil:
 cdef JsonStatus span_steps(JsonCursor* c, const JsonSpan* span, int32_t decimals, int64_t units,
                            bint allow_negative, int64_t* out) noexcept nogil:
     # A decimal string span -> whole steps; JS_DECIMAL with c.dec_status on failure.
-    cdef Status st
+    # Escaped text is the wrong type here (js_read_steps' rule), not a bad decimal.
+    cdef JsonStatus st
     if span.has_escapes:
         return js_fail(c, JS_WRONG_TYPE, span.start)
-    st = dec_to_steps(c.buf + span.start, span.len, decimals, units, out)
-    if st == ST_OK and not allow_negative and out[0] < 0:
-        st = ST_NEGATIVE
-    if st != ST_OK:
-        c.dec_status = st
+    st = js_span_steps(c, span, decimals, units, out)
+    if st == JS_OK and not allow_negative and out[0] < 0:
+        c.dec_status = ST_NEGATIVE
         return js_fail(c, JS_DECIMAL, span.start)
-    return JS_OK
+    return st
 
 
 cdef JsonStatus read_energy_or_ts(JsonCursor* c, const JsonSpan* key, BotRecord* rec,
@@ -372,7 +346,7 @@ cdef class BotPlatformDecoder:
             elif key_is(c, &key, b"event"):
                 st = js_read_string(c, &ev_span)
                 if st == JS_OK:
-                    idx = match_word(c, &ev_span, EVENT_WORDS, EVENT_LENS, N_EVENTS)
+                    idx = js_match_word(c, &ev_span, EVENT_WORDS, EVENT_LENS, N_EVENTS)
                     ev = EVENT_CODES[idx] if idx >= 0 else EV_OTHER
             elif key_is(c, &key, b"seq"):
                 st = js_read_int64(c, False, &seq)
@@ -413,7 +387,7 @@ cdef class BotPlatformDecoder:
             raise DecodeError("botplatform User frame needs \"user_id\" and \"seq\"", 0)
         if seq < 0:
             raise DecodeError(f"botplatform User frame: negative seq {seq}", 0)
-        if self._user_id_len == 0 or not span_is(c, &uid_span, self._user_id_ptr, self._user_id_len):
+        if self._user_id_len == 0 or not js_span_is(c, &uid_span, self._user_id_ptr, self._user_id_len):
             raise DecodeError(f"botplatform User frame for user {js_span_to_str(c, &uid_span)!r}, "
                               f"authenticated as {self._user_id!r}", uid_span.start)
         if rec.kind == BK_COLD:
@@ -460,7 +434,8 @@ cdef class BotPlatformDecoder:
                                      Py_ssize_t* n_ord) noexcept nogil:
         cdef Py_ssize_t obj_pos = c.pos, count = 0
         cdef JsonSpan key
-        cdef int idx, seen = 0
+        cdef int idx
+        cdef unsigned int seen = 0
         cdef JsonStatus st = js_find_key(c, obj_pos, b"type", 4)
         rec.energy = -1
         rec.ts_ns = 0
@@ -472,7 +447,7 @@ cdef class BotPlatformDecoder:
             st = js_read_string(c, &rec.type_name)
         if st != JS_OK:
             return st
-        idx = match_word(c, &rec.type_name, USER_TYPE_WORDS, USER_TYPE_LENS, N_USER_TYPES)
+        idx = js_match_word(c, &rec.type_name, USER_TYPE_WORDS, USER_TYPE_LENS, N_USER_TYPES)
         rec.kind = USER_TYPE_CODES[idx] if idx >= 0 else BK_COLD
         c.pos = obj_pos
         if rec.kind == BK_POSITION_CREATE or rec.kind == BK_POSITION_UPDATE:
@@ -488,12 +463,10 @@ cdef class BotPlatformDecoder:
                 if st != JS_OK:
                     break
                 if key_is(c, &key, b"energy"):
-                    if seen & F_ENERGY:
-                        return js_fail(c, JS_DUPLICATE, key.start)
-                    seen |= F_ENERGY
-                    st = read_energy_or_ts(c, &key, rec, False)
-                else:
-                    st = read_energy_or_ts(c, &key, rec, False)
+                    st = js_claim(c, &key, &seen, F_ENERGY)
+                    if st != JS_OK:
+                        return st
+                st = read_energy_or_ts(c, &key, rec, False)
             if st == JS_END:
                 st = JS_OK
                 if not seen & F_ENERGY:
@@ -546,27 +519,17 @@ cdef class BotPlatformDecoder:
 
     cdef int grow(self, bint orders, Py_ssize_t n) noexcept nogil:
         # Room for n records in the snapshot scratch of `orders`; -1 when out of memory.
-        cdef Py_ssize_t cap = self.snap_orders_cap if orders else self.snap_positions_cap
-        cdef BotRecord* grown
-        if n <= cap:
+        cdef BotRecord** buf = &self.snap_orders if orders else &self.snap_positions
+        cdef Py_ssize_t* cap = &self.snap_orders_cap if orders else &self.snap_positions_cap
+        if n <= cap[0]:
             return 0
-        cap = max(16, 2 * cap, n)
-        grown = <BotRecord*>PyMem_RawRealloc(self.snap_orders if orders else self.snap_positions,
-                                             cap * sizeof(BotRecord))
-        if grown == NULL:
-            return -1
-        if orders:
-            self.snap_orders = grown
-            self.snap_orders_cap = cap
-        else:
-            self.snap_positions = grown
-            self.snap_positions_cap = cap
-        return 0
+        return scratch_reserve(<void**>buf, cap, max(16, 2 * cap[0], n), sizeof(BotRecord))
 
     cdef JsonStatus decode_object(self, JsonCursor* c, bint is_order, BotRecord* r) noexcept nogil:
         cdef JsonSpan key, span, s_qty, s_filled, s_price, s_stop, s_realized
         cdef Py_ssize_t count = 0, obj_pos = c.pos
-        cdef int bit, seen = 0, required, idx
+        cdef int bit, idx
+        cdef unsigned int seen = 0, required
         cdef bint is_null
         cdef JsonStatus st
         r.inst_idx = -1
@@ -583,9 +546,9 @@ cdef class BotPlatformDecoder:
                 st = js_skip_value(c)
                 continue
             r.bad_field = bit
-            if seen & bit:
-                return js_fail(c, JS_DUPLICATE, key.start)
-            seen |= bit
+            st = js_claim(c, &key, &seen, bit)
+            if st != JS_OK:
+                return st
             if bit == F_TS:
                 st = js_read_int64(c, False, &r.ts_ns)
                 continue
@@ -607,20 +570,20 @@ cdef class BotPlatformDecoder:
                 r.flags |= BF_CLIENT_ID
             elif bit == F_SIDE:
                 if is_order:
-                    r.side = match_word(c, &span, ORDER_SIDE_WORDS, ORDER_SIDE_LENS, 2)
+                    r.side = js_match_word(c, &span, ORDER_SIDE_WORDS, ORDER_SIDE_LENS, 2)
                 else:
-                    r.side = match_word(c, &span, POSITION_SIDE_WORDS, POSITION_SIDE_LENS, 2)
+                    r.side = js_match_word(c, &span, POSITION_SIDE_WORDS, POSITION_SIDE_LENS, 2)
                 if r.side < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_STATUS:
                 if is_order:
-                    r.status = match_word(c, &span, ORDER_STATUS_WORDS, ORDER_STATUS_LENS, N_ORDER_STATUS)
+                    r.status = js_match_word(c, &span, ORDER_STATUS_WORDS, ORDER_STATUS_LENS, N_ORDER_STATUS)
                 else:
-                    r.status = match_word(c, &span, POSITION_STATUS_WORDS, POSITION_STATUS_LENS, N_POSITION_STATUS)
+                    r.status = js_match_word(c, &span, POSITION_STATUS_WORDS, POSITION_STATUS_LENS, N_POSITION_STATUS)
                 if r.status < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_TYPE:
-                r.order_type = match_word(c, &span, ORDER_TYPE_WORDS, ORDER_TYPE_LENS, N_ORDER_TYPES)
+                r.order_type = js_match_word(c, &span, ORDER_TYPE_WORDS, ORDER_TYPE_LENS, N_ORDER_TYPES)
                 if r.order_type < 0:
                     return js_fail(c, JS_BAD_FIELD, span.start)
             elif bit == F_QTY:
@@ -686,7 +649,7 @@ cdef class BotPlatformDecoder:
         # O(instruments) memcmp scan: the engine tracks a handful of symbols per venue.
         cdef Py_ssize_t i
         for i in range(self.n_specs):
-            if js_span_eq(c, span, self.specs[i].name, self.specs[i].name_len):
+            if js_span_is(c, span, self.specs[i].name, self.specs[i].name_len):
                 return <int>i
         return -1
 

@@ -130,6 +130,51 @@ cdef inline bint fast_trade(JsonCursor* c, TradeRow* t) noexcept nogil:
     return True
 
 
+# Members of level and trade objects off the fast path: one member at a time, its
+# field's bit set in *seen (the caller checks that all were present).
+cdef enum:
+    LEVEL_FIELDS = 3       # ticks, lots ("count" is optional)
+    TRADE_FIELDS = 31      # id, ticks, lots, side, ts
+
+
+cdef inline JsonStatus level_member(JsonCursor* c, const JsonSpan* key, LevelUpdate* lv,
+                                    unsigned int* seen) noexcept nogil:
+    cdef int64_t count
+    cdef JsonStatus st
+    if js_span_is(c, key, b"ticks", 5):
+        seen[0] |= 1
+        return js_read_int64(c, False, &lv.price_ticks)
+    if js_span_is(c, key, b"lots", 4):
+        seen[0] |= 2
+        return js_read_int64(c, False, &lv.qty_lots)
+    if js_span_is(c, key, b"count", 5):
+        st = js_read_int64(c, False, &count)
+        if st == JS_OK and count < 0:
+            return js_fail(c, JS_BAD_FIELD, key.start)
+        return st
+    return js_skip_value(c)
+
+
+cdef inline JsonStatus trade_member(JsonCursor* c, const JsonSpan* key, TradeRow* t,
+                                    unsigned int* seen) noexcept nogil:
+    if js_span_is(c, key, b"id", 2):
+        seen[0] |= 1
+        return js_read_int64(c, False, &t.trade_id)
+    if js_span_is(c, key, b"ticks", 5):
+        seen[0] |= 2
+        return js_read_int64(c, False, &t.price_ticks)
+    if js_span_is(c, key, b"lots", 4):
+        seen[0] |= 4
+        return js_read_int64(c, False, &t.qty_lots)
+    if js_span_is(c, key, b"side", 4):
+        seen[0] |= 8
+        return read_taker_side(c, &t.side)
+    if js_span_is(c, key, b"ts", 2):
+        seen[0] |= 16
+        return read_ms(c, &t.ts_ns)
+    return js_skip_value(c)
+
+
 cdef int trade_id_cmp(const void* a, const void* b) noexcept nogil:
     cdef int64_t x = (<const TradeRow*>a).trade_id
     cdef int64_t y = (<const TradeRow*>b).trade_id
@@ -336,111 +381,56 @@ cdef class StreamDecoder:
         return None
 
     # ---- orderbook -----------------------------------------------------------------------
-    cdef JsonStatus read_levels(self, JsonCursor* c, int32_t side) noexcept:
-        """``[{"ticks":int,"lots":int,"count":int},...]`` appended to the level scratch."""
+    cdef JsonStatus read_rows(self, JsonCursor* c, bint trades, int32_t side) noexcept:
+        """An array of levels ``[{"ticks":int,"lots":int,"count":int},...]`` (with
+        ``side``) appended to the level scratch, or, with ``trades``, of trades
+        ``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell","ts":ms},...]`` appended
+        to the trade scratch. Each object takes the compact fast path when it can, else
+        the member-by-member path; lots must be positive, a trade id non-negative."""
         cdef JsonSpan key
         cdef Py_ssize_t nel = 0, nmem
-        cdef int64_t count
-        cdef int seen
+        cdef unsigned int seen
+        cdef unsigned int required = TRADE_FIELDS if trades else LEVEL_FIELDS
         cdef Py_ssize_t obj_pos
-        cdef LevelUpdate* lv
+        cdef LevelUpdate* lv = NULL
+        cdef TradeRow* t = NULL
         cdef JsonStatus st = js_enter_array(c)
         while st == JS_OK:
             st = js_next_element(c, &nel)
             if st != JS_OK:
                 break
-            if self.n_levels >= self.levels_cap:   # cannot happen: reserve() bound
+            # Cannot happen: the reserve() bound.
+            if (self.n_trades >= self.trades_cap) if trades else (self.n_levels >= self.levels_cap):
                 return js_fail(c, JS_BAD_FIELD, c.pos)
-            lv = &self.levels[self.n_levels]
-            lv.side = side
-            if fast_level(c, lv):
-                if lv.qty_lots <= 0:
-                    return js_fail(c, JS_BAD_FIELD, c.pos - 1)
-                self.n_levels += 1
-                continue
-            obj_pos = c.pos
-            seen = 0
-            nmem = 0
-            st = js_enter_object(c)
-            while st == JS_OK:
-                st = js_next_member(c, &nmem, &key)
-                if st != JS_OK:
-                    break
-                if js_span_is(c, &key, b"ticks", 5):
-                    st = js_read_int64(c, False, &lv.price_ticks)
-                    seen |= 1
-                elif js_span_is(c, &key, b"lots", 4):
-                    st = js_read_int64(c, False, &lv.qty_lots)
-                    seen |= 2
-                elif js_span_is(c, &key, b"count", 5):
-                    st = js_read_int64(c, False, &count)
-                    if st == JS_OK and count < 0:
-                        st = js_fail(c, JS_BAD_FIELD, key.start)
-                else:
-                    st = js_skip_value(c)
-            if st != JS_END:
-                return st
-            if seen != 3:
-                return js_fail(c, JS_MISSING_FIELD, obj_pos)
-            if lv.qty_lots <= 0:
-                return js_fail(c, JS_BAD_FIELD, obj_pos)
-            self.n_levels += 1
-            st = JS_OK
-        return JS_OK if st == JS_END else st
-
-    cdef JsonStatus read_trades(self, JsonCursor* c) noexcept:
-        """``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell","ts":ms},...]``."""
-        cdef JsonSpan key
-        cdef Py_ssize_t nel = 0, nmem
-        cdef int seen
-        cdef Py_ssize_t obj_pos
-        cdef TradeRow* t
-        cdef JsonStatus st = js_enter_array(c)
-        while st == JS_OK:
-            st = js_next_element(c, &nel)
-            if st != JS_OK:
-                break
-            if self.n_trades >= self.trades_cap:
-                return js_fail(c, JS_BAD_FIELD, c.pos)
-            t = &self.trade_rows[self.n_trades]
-            if fast_trade(c, t):
-                if t.qty_lots <= 0:
-                    return js_fail(c, JS_BAD_FIELD, c.pos - 1)
+            if trades:
+                t = &self.trade_rows[self.n_trades]
+            else:
+                lv = &self.levels[self.n_levels]
+                lv.side = side
+            if fast_trade(c, t) if trades else fast_level(c, lv):
+                obj_pos = c.pos - 1
+            else:
+                obj_pos = c.pos
+                seen = 0
+                nmem = 0
+                st = js_enter_object(c)
+                while st == JS_OK:
+                    st = js_next_member(c, &nmem, &key)
+                    if st == JS_OK:
+                        st = trade_member(c, &key, t, &seen) if trades else level_member(c, &key, lv, &seen)
+                if st != JS_END:
+                    return st
+                st = JS_OK
+                if seen != required:
+                    return js_fail(c, JS_MISSING_FIELD, obj_pos)
+            if trades:
+                if t.qty_lots <= 0 or t.trade_id < 0:
+                    return js_fail(c, JS_BAD_FIELD, obj_pos)
                 self.n_trades += 1
-                continue
-            obj_pos = c.pos
-            seen = 0
-            nmem = 0
-            st = js_enter_object(c)
-            while st == JS_OK:
-                st = js_next_member(c, &nmem, &key)
-                if st != JS_OK:
-                    break
-                if js_span_is(c, &key, b"id", 2):
-                    st = js_read_int64(c, False, &t.trade_id)
-                    seen |= 1
-                elif js_span_is(c, &key, b"ticks", 5):
-                    st = js_read_int64(c, False, &t.price_ticks)
-                    seen |= 2
-                elif js_span_is(c, &key, b"lots", 4):
-                    st = js_read_int64(c, False, &t.qty_lots)
-                    seen |= 4
-                elif js_span_is(c, &key, b"side", 4):
-                    st = read_taker_side(c, &t.side)
-                    seen |= 8
-                elif js_span_is(c, &key, b"ts", 2):
-                    st = read_ms(c, &t.ts_ns)
-                    seen |= 16
-                else:
-                    st = js_skip_value(c)
-            if st != JS_END:
-                return st
-            if seen != 31:
-                return js_fail(c, JS_MISSING_FIELD, obj_pos)
-            if t.qty_lots <= 0 or t.trade_id < 0:
-                return js_fail(c, JS_BAD_FIELD, obj_pos)
-            self.n_trades += 1
-            st = JS_OK
+            else:
+                if lv.qty_lots <= 0:
+                    return js_fail(c, JS_BAD_FIELD, obj_pos)
+                self.n_levels += 1
         return JS_OK if st == JS_END else st
 
     cdef int decode_orderbook(self, JsonCursor* c) except -1:
@@ -462,15 +452,15 @@ cdef class StreamDecoder:
             if js_span_is(c, &key, b"bids", 4):
                 st = js_claim(c, &key, &dup, 1)
                 if st == JS_OK:
-                    st = self.read_levels(c, SIDE_BID)
+                    st = self.read_rows(c, False, SIDE_BID)
             elif js_span_is(c, &key, b"asks", 4):
                 st = js_claim(c, &key, &dup, 2)
                 if st == JS_OK:
-                    st = self.read_levels(c, SIDE_ASK)
+                    st = self.read_rows(c, False, SIDE_ASK)
             elif js_span_is(c, &key, b"trades", 6):
                 st = js_claim(c, &key, &dup, 4)
                 if st == JS_OK:
-                    st = self.read_trades(c)
+                    st = self.read_rows(c, True, SIDE_BID)
             elif js_span_is(c, &key, b"symbol", 6):
                 st = js_read_string(c, &sym)
                 has_symbol = True
