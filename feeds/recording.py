@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Iterator, cast
+from typing import BinaryIO, Callable, Iterator, cast
 
 __all__ = [
     "RecordedFrame",
@@ -162,21 +162,51 @@ class RecordingWriter:
     """Append frames to a ``<receive_ns> <payload>`` file (gzip when the name ends in
     ``.gz``), readable by ``read_lines`` and, for plain JSON frames, by hftbacktest.
 
+    An existing file is appended to, never truncated: a feed that restarts (or a
+    program run again with the same ``record_path``) adds to its recording. A gzip file
+    then holds one gzip member per run, which ``gzip`` (and ``read_lines``) reads as one
+    stream. A plain file whose last line was cut short (a crash mid-write) gets a
+    newline first so the new frames stay readable lines (the cut line itself stays
+    malformed). ``append=False`` starts the file afresh.
+
+    ``scrub_secrets`` (default True): every registered ``feeds.session.Secret`` value,
+    raw or percent-encoded, is replaced by ``***`` in each recorded payload, so a
+    recording can be shared: venues echo credentials in frames they send (an
+    ``apiKey`` field in private events), and replay never needs them. Only received
+    frames are recorded; what the client sends (connect commands with tokens) never is.
+    A frame is written as received when it holds no secret; ``False`` records raw bytes.
+
     Use as a context manager; ``write`` copies the payload out of the (possibly
     borrowed) buffer before returning, so a picows memoryview may be passed directly.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = True, scrub_secrets: bool = True) -> None:
         self.path = Path(path)
-        self._fh: BinaryIO = (cast(BinaryIO, gzip.open(self.path, "wb")) if self.path.suffix == ".gz"
-                              else open(self.path, "wb"))
+        mode = "ab" if append else "wb"
+        self._scrub: Callable[[bytes], bytes] | None = None
+        if scrub_secrets:
+            import engine  # noqa: F401  (feeds.session must be imported through the engine package)
+            from feeds.session import mask_secrets_bytes
+            self._scrub = mask_secrets_bytes
+        if self.path.suffix == ".gz":
+            self._fh: BinaryIO = cast(BinaryIO, gzip.open(self.path, mode))
+        else:
+            self._fh = cast(BinaryIO, open(self.path, mode))
+            if append and self._fh.tell() > 0:
+                with open(self.path, "rb") as tail:
+                    tail.seek(-1, os.SEEK_END)
+                    if tail.read(1) != b"\n":
+                        self._fh.write(b"\n")
         self.frames = 0
 
     def write(self, recv_ns: int, payload: bytes | bytearray | memoryview) -> None:
-        """Record one frame received at ``recv_ns`` (int ns). O(len(payload))."""
+        """Record one frame received at ``recv_ns`` (int ns), secrets scrubbed unless
+        disabled. O(len(payload) * registered secret forms)."""
         if recv_ns < 0:
             raise ValueError(f"recv_ns {recv_ns}: must be >= 0")
         data = bytes(payload)
+        if self._scrub is not None:
+            data = self._scrub(data)
         if b"\n" in data or b"\r" in data or not _is_utf8(data):
             self._fh.write(b"%d%s %s\n" % (recv_ns, _B64_MARK, base64.b64encode(data)))
         else:

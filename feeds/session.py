@@ -15,16 +15,19 @@ protocol:
 - reconnect with exponential backoff, jitter and a cap; the venue resubscribes and
   resyncs in its ``on_open``; terminal errors (bad credentials, permission denied,
   terminal close codes) end the feed in status "failed";
-- clean shutdown: ``await feed.close()`` closes the socket and every task it started;
+- clean shutdown: ``await feed.close()`` closes the socket and every task it started,
+  at once even while a connect or handshake is in flight (abandoned and its socket cut);
 - status events: connecting, connected, subscribed, stale, reconnecting, failed,
   closed, each with a reason;
 - counters: frames, bytes, decode errors, gaps, resyncs, reconnects, and
   receive-to-callback latency percentiles from a fixed-size ring of samples;
-- optional recording of every raw frame with its receive time (``recorder``).
+- optional recording of every received frame with its receive time (``recorder``, or
+  ``record_path``: appended to, secrets scrubbed).
 
 Secrets never reach logs, reprs or errors: wrap tokens in ``Secret`` (its repr is
-masked); every message the feed logs or puts in a status reason goes through
-``mask_secrets`` which replaces any revealed secret value with ``***``.
+masked); every message the feed logs (with its traceback) or puts in a status reason
+goes through ``mask_secrets`` which replaces any secret value, raw or percent-encoded
+as in a URL, with ``***``.
 
 Hot path (compiled, ``feeds._hotpath``): picows calls ``FrameListener.on_ws_frame`` with
 a frame whose payload borrows the read buffer; the listener takes the receive time,
@@ -39,11 +42,14 @@ import asyncio
 import enum
 import logging
 import random
+import socket
 import ssl
+import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from picows import (
     WSCloseCode,
@@ -60,7 +66,6 @@ from feeds._hotpath import FeedCounters, FrameListener, LatencyRing
 from feeds._hotpath import time_ns as _time_ns
 from feeds.venue import CloseInfo, Reconnect, Terminal, Venue
 
-log = logging.getLogger("feeds.session")
 
 __all__ = [
     "Feed",
@@ -72,6 +77,7 @@ __all__ = [
     "SessionOptions",
     "StatusEvent",
     "mask_secrets",
+    "mask_secrets_bytes",
 ]
 
 
@@ -79,10 +85,12 @@ class Secret:
     """A credential (token, API key) whose repr and str are masked.
 
     ``reveal()`` returns the value; call it only where the value goes on the wire.
-    Every Secret value (4+ characters) is remembered in a process-wide set so that
-    ``mask_secrets`` can scrub it out of any text a library might produce, such as an
-    exception message that echoes a URL with a token in its query string. The set only
-    grows by the number of distinct credentials a process uses.
+    Every Secret value (4+ characters) is remembered in a process-wide registry, with
+    the percent-encoded forms ``urllib.parse.quote``/``quote_plus`` (and so
+    ``urlencode``) give it in a URL, so that ``mask_secrets`` can scrub it out of any
+    text a library might produce, such as an exception message that echoes a URL with
+    a token in its query string. The registry only grows by the number of distinct
+    credentials a process uses (at most 5 forms each).
 
     >>> s = Secret("abc123xyz")
     >>> s, str(s)
@@ -93,6 +101,10 @@ class Secret:
 
     __slots__ = ("_value",)
     _registry: set[str] = set()
+    # Every registered form, longest first: a secret that contains another one is
+    # masked whole before the shorter one could split it. Rebuilt on registration.
+    _masked: tuple[str, ...] = ()
+    _masked_bytes: tuple[bytes, ...] = ()
 
     def __init__(self, value: str) -> None:
         if isinstance(value, Secret):
@@ -101,7 +113,16 @@ class Secret:
             raise TypeError("Secret value must be a str")
         self._value = value
         if len(value) >= 4:  # masking 1-3 character strings would scramble ordinary text
-            Secret._registry.add(value)
+            Secret._register(value)
+
+    @classmethod
+    def _register(cls, value: str) -> None:
+        forms = {value, quote(value), quote(value, safe=""), quote_plus(value), quote_plus(value, safe="")}
+        if forms <= cls._registry:
+            return
+        cls._registry |= forms
+        cls._masked = tuple(sorted(cls._registry, key=len, reverse=True))
+        cls._masked_bytes = tuple(v.encode("utf-8") for v in cls._masked)
 
     def reveal(self) -> str:
         """The secret itself. O(1)."""
@@ -128,11 +149,22 @@ class Secret:
 
 
 def mask_secrets(text: str) -> str:
-    """Replace every known secret value in ``text`` with ``***``. O(len(text) * secrets)."""
-    for value in Secret._registry:
+    """Replace every known secret value, raw or percent-encoded, in ``text`` with
+    ``***``. O(len(text) * registered forms)."""
+    for value in Secret._masked:
         if value in text:
             text = text.replace(value, "***")
     return text
+
+
+def mask_secrets_bytes(data: bytes) -> bytes:
+    """``mask_secrets`` for raw bytes (UTF-8 forms of every registered secret), used to
+    scrub recorded frames. Returns ``data`` itself when it holds no secret.
+    O(len(data) * registered forms)."""
+    for value in Secret._masked_bytes:
+        if value in data:
+            data = data.replace(value, b"***")
+    return data
 
 
 def _reveal(value: "str | Secret") -> str:
@@ -140,13 +172,29 @@ def _reveal(value: "str | Secret") -> str:
 
 
 class _MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Logger adapter handed to picows so nothing it logs (URLs on redirect, handshake
-    errors) can leak a token."""
+    """Logger adapter that masks secrets in everything it logs: the formatted message
+    and, when ``exc_info`` is given, the formatted exception with its traceback (an
+    exception message may echo a URL with a token). Handed to picows (URLs on redirect,
+    handshake errors) and used for this module's own log lines."""
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if self.isEnabledFor(level):
-            text = str(msg) % args if args else str(msg)
-            self.logger.log(level, mask_secrets(text), **kwargs)
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+            if exc_info[0] is not None:
+                text = f"{text}\n{''.join(traceback.format_exception(*exc_info)).rstrip()}"
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1  # report the caller, not this adapter
+        self.logger.log(level, mask_secrets(text), **kwargs)
+
+
+# Every line this module logs goes through the masking adapter (message and traceback).
+log = _MaskingAdapter(logging.getLogger("feeds.session"), {})
 
 
 class FeedStatus(str, enum.Enum):
@@ -192,8 +240,11 @@ class SessionOptions:
     means fewer reads (and event-loop wake-ups) during bursts. ``recorder`` (any object
     with ``write(recv_ns, payload)``) or ``record_path`` (a ``feeds.recording``
     lines file, gzip when it ends in ``.gz``; opened on ``start``, closed when the feed
-    stops) records every raw message with its receive time for ``python -m engine
-    replay``."""
+    stops) records every received message with its receive time for ``python -m engine
+    replay``. ``record_path`` is appended to, never truncated (a restarted feed adds to
+    it), and registered ``Secret`` values are scrubbed from the recorded frames unless
+    ``record_scrub_secrets=False`` (see ``feeds.recording.RecordingWriter``); a custom
+    ``recorder`` gets the raw frames."""
 
     connect_timeout_s: float = 10.0
     verify_tls: bool = True
@@ -212,6 +263,7 @@ class SessionOptions:
     read_buffer_size: int = 256 * 1024
     recorder: Recorder | None = None
     record_path: str | None = None
+    record_scrub_secrets: bool = True
 
 
 _TEXT = WSMsgType.TEXT
@@ -352,6 +404,7 @@ class Feed:
         self._wake: asyncio.Event | None = None
         self._aux_tasks: set[asyncio.Task[Any]] = set()
         self._owned_recorder: Any = None
+        self._connecting: asyncio.Task[Any] | None = None
 
     def __repr__(self) -> str:
         return f"Feed({self.name!r}, status={self.status.value!r}, {self.counters!r})"
@@ -364,7 +417,8 @@ class Feed:
         self._closing = False
         if self.options.record_path is not None and self._owned_recorder is None:
             from feeds.recording import RecordingWriter
-            self._owned_recorder = RecordingWriter(self.options.record_path)
+            self._owned_recorder = RecordingWriter(self.options.record_path,
+                                                   scrub_secrets=self.options.record_scrub_secrets)
             self.options.recorder = self._owned_recorder
         self._subscribed_evt = asyncio.Event()
         self._wake = asyncio.Event()
@@ -408,6 +462,8 @@ class Feed:
         self._close_reason = reason
         if self._wake is not None:
             self._wake.set()
+        if self._connecting is not None:
+            self._connecting.cancel()  # a handshake in flight is abandoned, not waited for
         transport = self._transport
         if transport is not None and not transport.is_disconnected:
             try:
@@ -588,23 +644,7 @@ class Feed:
                 query = urlencode({k: _reveal(v) for k, v in endpoint.params.items()})
                 url = urlunsplit(parts._replace(query=f"{parts.query}&{query}" if parts.query else query))
             headers = {k: _reveal(v) for k, v in endpoint.headers.items()}
-            timeout = self.options.connect_timeout_s
-            transport, listener = await asyncio.wait_for(
-                ws_connect(
-                    lambda: _Listener(self), url,
-                    ssl_context=self._ssl_context(url),
-                    websocket_handshake_timeout=timeout,
-                    max_frame_size=self._max_message_size,
-                    extra_headers=headers or None,
-                    enable_auto_ping=self._ws_ping_s is not None,
-                    auto_ping_idle_timeout=self._ws_ping_s or 10.0,
-                    auto_ping_reply_timeout=self._ws_ping_s or 10.0,
-                    logger_name=_MaskingAdapter(logging.getLogger(f"feeds.picows.{self.name}"), {}),
-                    max_redirects=0,
-                    read_buffer_init_size=self.options.read_buffer_size,
-                ),
-                timeout,
-            )
+            connected = await self._connect(url, headers)
         except WSInvalidStatusError as exc:
             status = exc.response.status if exc.response is not None else 0
             info = CloseInfo(int(status), f"handshake rejected: HTTP {int(status)}", True,
@@ -614,6 +654,9 @@ class Feed:
             kind = "connect timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else \
                 f"connect failed: {type(exc).__name__}: {mask_secrets(str(exc))}"
             return self._decide(CloseInfo(0, kind, False, None))
+        if connected is None:
+            return Reconnect("closing")
+        transport, listener = connected
         if self._closing:
             transport.disconnect(graceful=False)
             return Reconnect("closing")
@@ -627,7 +670,7 @@ class Feed:
             try:
                 opened = self.venue.on_open(self)
                 if opened is not None:
-                    await opened
+                    await self._open_until_disconnected(opened, listener)
             except FeedError as exc:
                 self._abort(exc)
             except Exception as exc:
@@ -642,6 +685,88 @@ class Feed:
                 transport.disconnect(graceful=False)
             self._transport = None
         return self._classify(transport, listener)
+
+    async def _connect(self, url: str, headers: dict[str, str]) -> tuple[WSTransport, Any] | None:
+        """``ws_connect`` bounded by ``connect_timeout_s`` (raises TimeoutError) and
+        abandoned at once by ``close()`` (returns None). An abandoned attempt leaves
+        nothing behind: the connect task is awaited, and its socket, which picows would
+        keep until its own handshake timeout, is shut down (its transport then sees EOF
+        and closes)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.connect_timeout_s
+        handed_over: list[socket.socket] = []
+
+        async def open_socket(parsed: Any) -> socket.socket:
+            # Our own socket: picows gives no handle on the connection before the
+            # handshake completes, and an abandoned handshake must be cut.
+            infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+            error = OSError(f"no address for {parsed.host}:{parsed.port}")
+            for family, kind, proto, _, addr in infos:
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.setblocking(False)
+                    await loop.sock_connect(sock, addr)
+                except BaseException as exc:  # also CancelledError: close() abandoned it
+                    sock.close()
+                    if not isinstance(exc, OSError):
+                        raise
+                    error = exc
+                    continue
+                # From here the socket belongs to the transport picows creates around it.
+                handed_over.append(sock)
+                return sock
+            raise error
+
+        task = loop.create_task(
+            ws_connect(
+                lambda: _Listener(self), url,
+                ssl_context=self._ssl_context(url),
+                websocket_handshake_timeout=timeout,
+                max_frame_size=self._max_message_size,
+                extra_headers=headers or None,
+                enable_auto_ping=self._ws_ping_s is not None,
+                auto_ping_idle_timeout=self._ws_ping_s or 10.0,
+                auto_ping_reply_timeout=self._ws_ping_s or 10.0,
+                logger_name=_MaskingAdapter(logging.getLogger(f"feeds.picows.{self.name}"), {}),
+                max_redirects=0,
+                read_buffer_init_size=self.options.read_buffer_size,
+                socket_factory=open_socket,
+            ),
+            name=f"{self.name}:connect",
+        )
+        self._connecting = task
+        try:
+            await asyncio.wait({task}, timeout=timeout)
+        finally:
+            self._connecting = None
+            if not task.done():
+                task.cancel()
+            await asyncio.wait({task})  # picows unwinds at once when cancelled
+        if not task.cancelled():
+            return task.result()  # raises what ws_connect raised
+        # Cancelled by close() or by the timeout above: cut the half-open connection.
+        for sock in handed_over:
+            if sock.fileno() != -1:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self._closing:
+            return None
+        raise TimeoutError(f"no WebSocket handshake within {timeout:g} s")
+
+    async def _open_until_disconnected(self, opened: Any, listener: _Listener) -> None:
+        # An async on_open (e.g. a REST fetch) must not hold up close(): close() drops
+        # the connection, and that abandons the open.
+        opening = asyncio.ensure_future(opened)
+        try:
+            await asyncio.wait({opening, listener.disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not opening.done():
+                opening.cancel()
+                await asyncio.wait({opening})
+        if not opening.cancelled():
+            opening.result()
 
     def _classify(self, transport: WSTransport, listener: _Listener) -> Reconnect | Terminal:
         error = self._abort_error

@@ -173,3 +173,43 @@ def test_cli_coinm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out["symbol"], out["tick_size"], out["lot_size"]) == ("BTCUSD_PERP", "0.1", "1")
     assert (out["depth_applied"], out["gaps"], out["bbo_checks"], out["bbo_mismatches"]) == (2, 0, 1, 0)
     assert (out["best_bid"], out["best_ask"]) == ("61799.0", "61800.2")
+
+
+def test_writer_appends_never_truncates(tmp_path: Path) -> None:
+    for name in ("app.txt", "app.txt.gz"):
+        path = tmp_path / name
+        for run in range(3):
+            with RecordingWriter(path) as w:
+                w.write(run * 10 + 1, b'{"run":%d}' % run)
+                w.write(run * 10 + 2, b"a\nb")
+        assert [(f.recv_ns, f.payload) for f in read_lines(path)] == [
+            (r * 10 + k, p) for r in range(3) for k, p in ((1, b'{"run":%d}' % r), (2, b"a\nb"))]
+        with RecordingWriter(path, append=False) as w:
+            w.write(7, b"{}")
+        assert list(read_lines(path)) == [RecordedFrame(7, b"{}")]
+    # A plain recording cut mid-line (crash) stays readable up to the cut; new lines follow it.
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(b'1 {"a":1}\n2 {"b":')
+    with RecordingWriter(cut) as w:
+        w.write(3, b'{"c":3}')
+    assert cut.read_bytes() == b'1 {"a":1}\n2 {"b":\n3 {"c":3}\n'
+
+
+def test_writer_scrubs_registered_secrets(tmp_path: Path) -> None:
+    from urllib.parse import quote_plus
+
+    from feeds.session import Secret
+    key = "scrub+me/key-0042"
+    Secret(key)
+    frames = [b'{"apiKey":"%s","px":"1.5"}' % key.encode(), b"ws://h/?k=%s" % quote_plus(key).encode(),
+              b'{"clean":true}']
+    path = tmp_path / "s.txt"
+    with RecordingWriter(path) as w:
+        for i, f in enumerate(frames):
+            w.write(i, f)
+    assert [f.payload for f in read_lines(path)] == [b'{"apiKey":"***","px":"1.5"}', b"ws://h/?k=***",
+                                                     b'{"clean":true}']
+    assert key.encode() not in path.read_bytes()
+    with RecordingWriter(path, append=False, scrub_secrets=False) as w:
+        w.write(0, frames[0])
+    assert [f.payload for f in read_lines(path)] == [frames[0]]

@@ -402,3 +402,147 @@ def test_backoff_doubles_from_the_first_retry_and_gives_up_without_waiting(run: 
             assert events[-2].status is not FeedStatus.RECONNECTING or "retry in 0.04" in events[-2].reason
         assert not tasks_left()
     run(main())
+
+
+class SilentServer:
+    """Loopback TCP server that accepts and never answers (a handshake that hangs);
+    ``eofs`` counts connections whose client side was cut."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.eofs = 0
+        self.srv: Any = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            await reader.read()  # the HTTP upgrade request arrives; read until the client cuts
+            self.eofs += 1
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> "SilentServer":
+        self.srv = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.srv.sockets[0].getsockname()[1]}/ws"
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.srv.close()
+        await self.srv.wait_closed()
+
+
+def test_close_during_a_hanging_handshake_returns_at_once(run: Any) -> None:
+    """close() abandons a connect in flight (connect_timeout_s=10) instead of waiting it
+    out; the socket is cut (the server sees EOF) and no task is left."""
+    async def main() -> None:
+        async with SilentServer() as srv:
+            feed = Feed(EchoVenue(srv.url), SessionOptions(**dict(FAST, connect_timeout_s=10.0)))
+            feed.start()
+            await wait_for(lambda: srv.accepted == 1)
+            await asyncio.sleep(0.05)  # the upgrade request is out; no reply comes
+            assert feed.status is FeedStatus.CONNECTING
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await feed.close()
+            assert loop.time() - t0 < 1.0
+            assert feed.status is FeedStatus.CLOSED and not feed.running and not feed.connected_once
+            await wait_for(lambda: srv.eofs == 1, timeout=1.0)
+            assert not tasks_left(lambda t: t.get_coro().__qualname__.startswith("start_server")
+                                  or "SilentServer" in t.get_coro().__qualname__)
+    run(main())
+
+
+def test_engine_close_during_a_hanging_handshake(run: Any) -> None:
+    from engine import Engine, Instrument
+
+    async def main() -> None:
+        async with SilentServer() as srv:
+            eng = Engine(bar_intervals=())
+            eng.add_instrument(Instrument("BTC-USDT", "0.01", "0.00001"))
+            eng.connect("cadenza", url=srv.url, token="tok-hanging-1", connect_timeout_s=10.0)
+            await eng.start()
+            await wait_for(lambda: srv.accepted == 1)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await eng.close()
+            assert loop.time() - t0 < 1.0
+            assert eng.stats()["cadenza"]["status"] == "closed"
+            await wait_for(lambda: srv.eofs == 1, timeout=1.0)
+            assert not tasks_left(lambda t: "SilentServer" in t.get_coro().__qualname__)
+    run(main())
+
+
+def test_connect_timeout_cuts_the_socket(run: Any) -> None:
+    async def main() -> None:
+        async with SilentServer() as srv:
+            events: list[StatusEvent] = []
+            feed = Feed(EchoVenue(srv.url), SessionOptions(**dict(FAST, connect_timeout_s=0.2, max_attempts=1)),
+                        on_status=events.append)
+            feed.start()
+            await asyncio.wait_for(feed.wait_closed(), 3)
+            assert feed.status is FeedStatus.FAILED and "connect timeout" in feed.status_reason
+            await wait_for(lambda: srv.eofs == 1, timeout=1.0)
+            assert not tasks_left(lambda t: "SilentServer" in t.get_coro().__qualname__)
+    run(main())
+
+
+def test_percent_encoded_secrets_are_masked() -> None:
+    from urllib.parse import quote, quote_plus, urlencode
+    raw = "k3y/with+odd chars&=?"
+    Secret(raw)
+    for form in (raw, quote(raw), quote(raw, safe=""), quote_plus(raw), urlencode({"t": raw})[2:]):
+        assert form not in mask_secrets(f"GET /x?t={form} failed"), form
+        assert mask_secrets(f"GET /x?t={form} failed") == "GET /x?t=*** failed"
+    # A secret holding another one is masked whole, whatever the registration order.
+    Secret("inner-tok-5")
+    Secret("outer-inner-tok-5-tail")
+    assert mask_secrets("a outer-inner-tok-5-tail b inner-tok-5") == "a *** b ***"
+
+
+def test_masking_adapter_masks_tracebacks(caplog: Any) -> None:
+    from feeds.session import _MaskingAdapter
+    Secret("tb-secret-9981")
+    adapter = _MaskingAdapter(logging.getLogger("feeds.test.masking"), {})
+    with caplog.at_level(logging.DEBUG):
+        try:
+            raise RuntimeError("handshake to ws://h/?token=tb-secret-9981 failed")
+        except RuntimeError as exc:
+            adapter.exception("connect failed for %s", "tb-secret-9981")
+            adapter.error("again", exc_info=exc)
+            adapter.warning("tuple", exc_info=(type(exc), exc, exc.__traceback__))
+    assert "tb-secret-9981" not in caplog.text
+    assert caplog.text.count("RuntimeError: handshake to ws://h/?token=*** failed") == 3
+    assert "Traceback" in caplog.text and all(r.exc_info is None for r in caplog.records)
+    assert {r.funcName for r in caplog.records} == {"test_masking_adapter_masks_tracebacks"}
+
+
+def test_recording_appends_across_restarts_and_scrubs_secrets(run: Any, tmp_path: Any) -> None:
+    from feeds.recording import read_lines
+    path = tmp_path / "echo.rec.gz"
+    Secret("rec-api-key-77")
+
+    async def main() -> None:
+        def script(conn: ServerConn) -> None:
+            conn.send(b'{"n":%d,"apiKey":"rec-api-key-77"}' % len(srv.conns))
+        async with Server(script) as srv:
+            venue = EchoVenue(srv.url)
+            feed = Feed(venue, SessionOptions(**dict(FAST, record_path=str(path))))
+            for n in (1, 2):
+                feed.start()
+                await wait_for(lambda: len(venue.frames) == n)
+                await feed.close()
+            # The venue saw the real frames; the file holds both runs, secrets scrubbed.
+            assert [f for f, _ in venue.frames] == [b'{"n":1,"apiKey":"rec-api-key-77"}',
+                                                    b'{"n":2,"apiKey":"rec-api-key-77"}']
+            got = [r.payload for r in read_lines(path)]
+            assert got == [b'{"n":1,"apiKey":"***"}', b'{"n":2,"apiKey":"***"}']
+            raw = tmp_path / "raw.rec"
+            feed = Feed(venue, SessionOptions(**dict(FAST, record_path=str(raw), record_scrub_secrets=False)))
+            feed.start()
+            await wait_for(lambda: len(venue.frames) == 3)
+            await feed.close()
+            assert [r.payload for r in read_lines(raw)] == [b'{"n":3,"apiKey":"rec-api-key-77"}']
+    run(main())
