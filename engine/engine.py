@@ -215,7 +215,7 @@ class Engine:
             from engine._core.account import Account
             # feed_mode: a bad venue update is counted (error_count) and refused, never raised
             # into the receive loop; the account stays as it was.
-            acct = Account(feed_mode=True)
+            acct = Account(account_id, feed_mode=True)
             for inst in self.instruments.values():
                 acct.add_instrument(inst)
             self.accounts[account_id] = acct
@@ -369,16 +369,22 @@ class Engine:
 
     async def run(self, seconds: float | None = None) -> None:
         """Start the feeds and run until ``stop()``, until every feed ended (failed or
-        closed), or for ``seconds``; then close everything."""
+        closed), or until ``seconds`` have passed since the call (one deadline, however
+        many feeds end before it); then close everything."""
         await self.start()
         assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
             while True:
                 feeds = [f._task for f in self.feeds.values() if f._task is not None and not f._task.done()]
                 if not feeds:
                     break
-                done, _ = await asyncio.wait([stop_wait, *feeds], timeout=seconds,
+                timeout = None if deadline is None else deadline - loop.time()
+                if timeout is not None and timeout <= 0:
+                    break
+                done, _ = await asyncio.wait([stop_wait, *feeds], timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stop_wait in done or not done:
                     break

@@ -32,6 +32,7 @@ def test_instruments_and_books() -> None:
     assert "BTC-USDT" in eng.aggregators and eng.bars("BTC-USDT") is eng.aggregators["BTC-USDT"]
     acct = eng.account("A-1")
     assert eng.account("A-1") is acct and acct.position("BTC-USDT").qty_lots == 0
+    assert acct.account_id == "A-1" and acct.feed_mode and eng.account("B-2").account_id == "B-2"
     eng.add_instrument(Instrument("ETH-USDT", "0.01", "0.0001"))
     assert acct.position("ETH-USDT").qty_lots == 0  # later instruments reach existing accounts
 
@@ -129,6 +130,25 @@ def test_run_for_seconds_and_stop_from_callback() -> None:
             eng2.on_book(lambda book: eng2.stop())
             await asyncio.wait_for(eng2.run(), 5)
             assert eng2.feeds["cadenza"].status is FeedStatus.CLOSED
+    asyncio.run(main())
+
+
+def test_run_for_seconds_is_one_deadline_when_a_feed_ends_early() -> None:
+    """A feed that fails halfway must not restart the ``seconds`` wait."""
+    async def main() -> None:
+        async with CadenzaSim(seed=3, interval_s=0.01, token="sim-token") as sim:
+            eng = await _connected(sim)
+            # Refused at once, retried once after 0.5 s, then failed: ends at ~0.5 s.
+            dead = eng.connect("cadenza", url="ws://127.0.0.1:9/x", token="t", name="dead",
+                               **dict(FAST, backoff_initial_s=0.5, backoff_max_s=0.5, jitter=0.0,
+                                        max_attempts=2))
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await eng.run(seconds=1.0)
+            elapsed = loop.time() - t0
+            assert dead.status is FeedStatus.FAILED and "gave up after 2" in dead.status_reason
+            assert eng.feeds["cadenza"].status is FeedStatus.CLOSED
+            assert 0.95 <= elapsed < 1.3, elapsed  # the old restarted wait took ~1.5 s
     asyncio.run(main())
 
 
