@@ -9,7 +9,7 @@ from libc.string cimport strlen
 
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus, JS_OK, JS_BAD_FIELD,
-    js_fail, js_read_string, js_span_is, js_raise,
+    js_fail, js_read_string, js_span_is, js_span_to_str, js_raise,
 )
 
 
@@ -28,6 +28,24 @@ cdef inline int scratch_reserve(void** buf, Py_ssize_t* cap, Py_ssize_t n,
     buf[0] = grown
     cap[0] = n
     return 0
+
+
+cdef inline int scratch_grow(void** buf, Py_ssize_t* cap, Py_ssize_t n, size_t item_size) except -1:
+    """scratch_reserve for GIL-holding callers: MemoryError when out of memory."""
+    if scratch_reserve(buf, cap, n, item_size) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef inline str read_text(JsonCursor* c, JsonStatus* st):
+    """The string value at the cursor as a new str (decoded, escapes resolved), with
+    *st = JS_OK; for a non-string, None with the js_read_string status in *st. Cold
+    paths only (allocates)."""
+    cdef JsonSpan span
+    st[0] = js_read_string(c, &span)
+    if st[0] != JS_OK:
+        return None
+    return js_span_to_str(c, &span)
 
 
 cdef inline void fill_lens(const char** words, Py_ssize_t* lens, int n) noexcept:

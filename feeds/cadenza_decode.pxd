@@ -59,7 +59,6 @@ cdef class CadenzaDecoder(FrameSink):
     cdef readonly int64_t dropped_unsynced     # book deltas dropped while awaiting a snapshot
     cdef readonly int64_t unknown_channel
 
-    cdef int reserve(self, Py_ssize_t n) except -1
     cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
     cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1
     cdef int decode_pub(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1

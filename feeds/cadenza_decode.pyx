@@ -21,7 +21,7 @@ from engine._core.jscan cimport (
     js_read_bool, js_read_null, js_read_levels, js_span_is, js_span_steps, js_span_to_str,
     js_raise, js_peek, js_find_key,
 )
-from feeds._decode_common cimport scratch_reserve, span_is_bytes, read_taker_side, check_field
+from feeds._decode_common cimport scratch_grow, span_is_bytes, read_taker_side, check_field, read_text
 
 from engine.errors import BookError, DecodeError
 
@@ -221,7 +221,7 @@ cdef class CadenzaDecoder:
         self.instruments = instruments
         self.channels = []
         self.pending = {}
-        self.reserve(64)
+        scratch_grow(<void**>&self.scratch, &self.capacity, 64, sizeof(LevelUpdate))
 
     def __dealloc__(self):
         PyMem_RawFree(self.scratch)
@@ -236,11 +236,6 @@ cdef class CadenzaDecoder:
         """The registered channels (a new list)."""
         return list(self.channels)
 
-    cdef int reserve(self, Py_ssize_t n) except -1:
-        if scratch_reserve(<void**>&self.scratch, &self.capacity, n, sizeof(LevelUpdate)) < 0:
-            raise MemoryError()
-        return 0
-
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         """Decode one WebSocket message buf[0:n] (BORROWED: valid for this call only).
         Raises DecodeError for a malformed message (those before it stay applied)."""
@@ -248,7 +243,7 @@ cdef class CadenzaDecoder:
         cdef const char* end = buf + n
         cdef const char* nl
         # A level needs at least 9 bytes (["1","1"],): n // 6 + 2 bounds them.
-        self.reserve(n // 6 + 2)
+        scratch_grow(<void**>&self.scratch, &self.capacity, n // 6 + 2, sizeof(LevelUpdate))
         while p < end:
             nl = <const char*>memchr(p, b'\n', end - p)
             if nl == NULL:
@@ -334,9 +329,7 @@ cdef class CadenzaDecoder:
             if js_span_is(c, &key, b"code", 4):
                 st = js_read_int64(c, False, &code)
             elif js_span_is(c, &key, b"message", 7):
-                st = js_read_string(c, &span)
-                if st == JS_OK:
-                    message = js_span_to_str(c, &span)
+                message = read_text(c, &st)
             elif js_span_is(c, &key, b"temporary", 9):
                 st = js_read_bool(c, &temporary)
             else:
@@ -426,9 +419,7 @@ cdef class CadenzaDecoder:
             if js_span_is(c, &key, b"code", 4):
                 st = js_read_int64(c, False, &code)
             elif js_span_is(c, &key, b"reason", 6):
-                st = js_read_string(c, &span)
-                if st == JS_OK:
-                    reason = js_span_to_str(c, &span)
+                reason = read_text(c, &st)
             else:
                 st = js_skip_value(c)
         if st != JS_END:
@@ -487,7 +478,7 @@ cdef class CadenzaDecoder:
                     if ch.kind == CH_BOOK:
                         if js_span_is(c, &key, b"bids", 4) or js_span_is(c, &key, b"asks", 4):
                             side = SIDE_BID if js_span_is(c, &key, b"bids", 4) else SIDE_ASK
-                            # The reserve() bound leaves room for every level of the frame.
+                            # The on_frame_c bound leaves room for every level of the frame.
                             st = js_read_levels(c, inst.price_decimals, inst.tick_units,
                                                 inst.qty_decimals, inst.lot_units, False, side,
                                                 self.scratch, self.capacity, &n)
@@ -640,9 +631,7 @@ cdef class CadenzaDecoder:
             if js_span_is(c, &key, b"offset", 6):
                 st = js_read_int64(c, False, &offset)
             elif js_span_is(c, &key, b"epoch", 5):
-                st = js_read_string(c, &span)
-                if st == JS_OK:
-                    epoch = js_span_to_str(c, &span)
+                epoch = read_text(c, &st)
             elif js_span_is(c, &key, b"recovered", 9):
                 st = js_read_bool(c, &recovered)
             elif js_span_is(c, &key, b"recoverable", 11):

@@ -48,7 +48,6 @@ cdef class PricesDecoder(FrameSink):
     cdef readonly int64_t unknown_markets   # entries for markets this connection does not apply
     cdef readonly int64_t errors            # ERROR messages received
 
-    cdef int reserve(self, Py_ssize_t n) except -1
     cdef MarketBook find_market(self, const JsonCursor* c, const JsonSpan* key)
     cdef int decode(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
     cdef int read_prices(self, JsonCursor* c, int64_t recv_ns) except -1
@@ -57,7 +56,7 @@ cdef class PricesDecoder(FrameSink):
 
 # One side of one market: a JSON array of {"price":"…","quantity":"…"} objects, best
 # first (bids strictly descending, asks strictly ascending), appended to out[*n].
-# Never touches Python; the caller guarantees room for every level (reserve bound).
+# Never touches Python; the caller guarantees room for every level (on_frame_c's bound).
 # On a refused level *why says which rule failed (WHY_* in the .pyx) for the message.
 cdef JsonStatus read_side(JsonCursor* c, int32_t price_decimals, int64_t tick_units,
                           int32_t qty_decimals, int64_t lot_units, int side,

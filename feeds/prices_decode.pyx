@@ -19,7 +19,7 @@ from engine._core.jscan cimport (
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_steps,
     js_span_is, js_span_to_str, js_raise, js_claim,
 )
-from feeds._decode_common cimport scratch_reserve, span_is_bytes
+from feeds._decode_common cimport scratch_grow, span_is_bytes
 
 from engine.errors import DecodeError
 
@@ -139,7 +139,7 @@ cdef class PricesDecoder:
         self.touched = []
         self.gen = 0
         self.reset(link, markets)
-        self.reserve(64)
+        scratch_grow(<void**>&self.scratch, &self.capacity, 64, sizeof(LevelUpdate))
 
     def __dealloc__(self):
         PyMem_RawFree(self.scratch)
@@ -160,15 +160,10 @@ cdef class PricesDecoder:
         """The MarketBooks this connection applies (a new list)."""
         return list(self.markets)
 
-    cdef int reserve(self, Py_ssize_t n) except -1:
-        if scratch_reserve(<void**>&self.scratch, &self.capacity, n, sizeof(LevelUpdate)) < 0:
-            raise MemoryError()
-        return 0
-
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         """Decode one WebSocket message buf[0:n] (BORROWED from picows' read buffer:
         valid for this call only). ``feed(frame, recv_ns)`` is the Python entry."""
-        self.reserve(n // MIN_LEVEL_BYTES + 2)
+        scratch_grow(<void**>&self.scratch, &self.capacity, n // MIN_LEVEL_BYTES + 2, sizeof(LevelUpdate))
         return self.decode(buf, n, recv_ns)
 
     cdef MarketBook find_market(self, const JsonCursor* c, const JsonSpan* key):

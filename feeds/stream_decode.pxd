@@ -105,3 +105,5 @@ cdef class StreamDecoder(FrameSink):
     cdef int decode_openorders(self, JsonCursor* c) except -1
     cdef int decode_positions(self, JsonCursor* c) except -1
     cdef dict read_item(self, JsonCursor* c, str what)
+    cdef int read_items(self, JsonCursor* c, list rows, str what, Py_ssize_t* nel,
+                        JsonStatus* st) except -1

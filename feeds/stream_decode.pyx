@@ -26,7 +26,7 @@ from engine._core.jscan cimport (
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim,
 )
-from feeds._decode_common cimport scratch_reserve, span_is_bytes, read_taker_side
+from feeds._decode_common cimport scratch_grow, span_is_bytes, read_taker_side, read_text
 
 from engine.errors import BookError, DecodeError
 from engine._core.kline import KlineError
@@ -271,9 +271,8 @@ cdef class StreamDecoder:
         raise KeyError(name)
 
     cdef int reserve(self, Py_ssize_t n) except -1:
-        if (scratch_reserve(<void**>&self.levels, &self.levels_cap, n, sizeof(LevelUpdate)) < 0
-                or scratch_reserve(<void**>&self.trade_rows, &self.trades_cap, n, sizeof(TradeRow)) < 0):
-            raise MemoryError()
+        scratch_grow(<void**>&self.levels, &self.levels_cap, n, sizeof(LevelUpdate))
+        scratch_grow(<void**>&self.trade_rows, &self.trades_cap, n, sizeof(TradeRow))
         return 0
 
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -667,7 +666,7 @@ cdef class StreamDecoder:
     cdef dict read_item(self, JsonCursor* c, str what):
         """A flat object -> dict: strings, integers, booleans, null. ``ts`` (ms) becomes
         ns. Nested values are refused (DecodeError)."""
-        cdef JsonSpan key, span
+        cdef JsonSpan key
         cdef Py_ssize_t nmem = 0
         cdef int64_t v = 0
         cdef bint b = False
@@ -681,9 +680,7 @@ cdef class StreamDecoder:
             kind = js_peek(c)
             name = js_span_to_str(c, &key)
             if kind == JK_STRING:
-                st = js_read_string(c, &span)
-                if st == JS_OK:
-                    out[name] = js_span_to_str(c, &span)
+                out[name] = read_text(c, &st)
             elif kind == JK_NUMBER:
                 if js_span_is(c, &key, b"ts", 2):
                     st = read_ms(c, &v)
@@ -703,8 +700,22 @@ cdef class StreamDecoder:
             js_raise(c, st, f"stream {what} item")
         return out
 
+    cdef int read_items(self, JsonCursor* c, list rows, str what, Py_ssize_t* nel,
+                        JsonStatus* st) except -1:
+        """A JSON array of flat objects appended to ``rows`` as dicts (read_item, which
+        raises for a bad item). *nel is the caller's element counter (js_next_element);
+        *st gets the array's status, JS_OK once it closed."""
+        st[0] = js_enter_array(c)
+        while st[0] == JS_OK:
+            st[0] = js_next_element(c, nel)
+            if st[0] == JS_OK:
+                rows.append(self.read_item(c, what))
+        if st[0] == JS_END:
+            st[0] = JS_OK
+        return 0
+
     cdef int decode_openorders(self, JsonCursor* c) except -1:
-        cdef JsonSpan key, span
+        cdef JsonSpan key
         cdef Py_ssize_t nmem = 0, nel
         cdef bint b
         cdef JsonStatus st
@@ -723,18 +734,9 @@ cdef class StreamDecoder:
                     st = js_read_null(c, &b)
                     continue
                 nel = 0
-                st = js_enter_array(c)
-                while st == JS_OK:
-                    st = js_next_element(c, &nel)
-                    if st != JS_OK:
-                        break
-                    rows.append(self.read_item(c, "openorders"))
-                if st == JS_END:
-                    st = JS_OK
+                self.read_items(c, rows, "openorders", &nel, &st)
             elif js_span_is(c, &key, b"symbol", 6):
-                st = js_read_string(c, &span)
-                if st == JS_OK:
-                    self.cur_symbol_text = js_span_to_str(c, &span)
+                self.cur_symbol_text = read_text(c, &st)
             elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)
             else:
@@ -757,14 +759,8 @@ cdef class StreamDecoder:
                 break
             if js_span_is(c, &key, b"balances", 8):
                 seen = True
-                st = js_enter_array(c)
-                while st == JS_OK:
-                    st = js_next_element(c, &nel)
-                    if st != JS_OK:
-                        break
-                    self.rows_a.append(self.read_item(c, "positions"))
-                if st == JS_END:
-                    st = JS_OK
+                # nel is not reset: a second "balances" array fails as JSON syntax.
+                self.read_items(c, self.rows_a, "positions", &nel, &st)
             elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)
             else:
