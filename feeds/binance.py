@@ -100,13 +100,23 @@ async def http_get(url: str, *, timeout_s: float = 10.0, ssl_context: ssl.SSLCon
                 data = bytes(body)
             elif "content-length" in hdrs:
                 length = int(hdrs["content-length"])
+                if length < 0:
+                    raise HttpError(f"malformed Content-Length from {host}", 0)
                 if length > max_bytes:
                     raise HttpError(f"HTTP body from {host} exceeds {max_bytes} bytes", status)
                 data = await reader.readexactly(length)
             else:
-                data = await reader.read(max_bytes + 1)
-                if len(data) > max_bytes:
-                    raise HttpError(f"HTTP body from {host} exceeds {max_bytes} bytes", status)
+                # No length (HTTP/1.0 or Connection: close): the body ends at EOF. One
+                # read returns only what is buffered, so read until the server closes.
+                body = bytearray()
+                while True:
+                    part = await reader.read(min(1 << 16, max_bytes + 1 - len(body)))
+                    if not part:
+                        break
+                    body += part
+                    if len(body) > max_bytes:
+                        raise HttpError(f"HTTP body from {host} exceeds {max_bytes} bytes", status)
+                data = bytes(body)
             if not 200 <= status < 300:
                 terminal = 400 <= status < 500 and status not in (418, 429)
                 raise HttpError(f"HTTP {status} from {host}{parts.path}", status, terminal)

@@ -190,3 +190,61 @@ def test_multi_symbol_routing() -> None:
     venue.on_frame(memoryview(b'{"result":null,"id":1}'), 4)  # reply to a live SUBSCRIBE
     with pytest.raises(DecodeError, match="unknown stream"):
         venue.on_frame(memoryview((diff % ("solusdt", "SOLUSDT")).encode()), 5)
+
+
+class _RawHttpServer:
+    """Loopback server that answers every request with ``parts``, one write each with a
+    pause between (so the client sees the body arrive piecemeal), then closes."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+        self.srv: Any = None
+        self.handlers: list[asyncio.Task[Any]] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for part in self.parts:
+                if writer.is_closing():
+                    break
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        except (ConnectionError, RuntimeError):
+            pass  # the client gave up early (body too big); uvloop raises RuntimeError
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.srv = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.srv.sockets[0].getsockname()[1]}/api/v3/depth?symbol=X"
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.srv.close()
+        await self.srv.wait_closed()
+        await asyncio.gather(*self.handlers)
+
+
+def test_http_get_reads_bodies_without_length_to_eof(run: Any) -> None:
+    body = b'{"lastUpdateId":7,"bids":[["1.00","2"]],"asks":[]}' * 20
+    pieces = [body[i:i + 97] for i in range(0, len(body), 97)]
+
+    async def main() -> None:
+        # HTTP/1.0, no Content-Length: the body is everything until the server closes.
+        async with _RawHttpServer([b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n", *pieces]) as url:
+            assert await http_get(url) == body
+            with pytest.raises(HttpError, match="exceeds 100 bytes"):
+                await http_get(url, max_bytes=100)
+        # Chunked, the chunks split across writes.
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        async with _RawHttpServer([head] + [chunked[i:i + 50] for i in range(0, len(chunked), 50)]) as url:
+            assert await http_get(url) == body
+        async with _RawHttpServer([b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"]) as url:
+            with pytest.raises(HttpError, match="malformed Content-Length"):
+                await http_get(url)
+        assert_no_tasks_left()
+    run(main())
