@@ -96,7 +96,6 @@ cdef class StreamDecoder(FrameSink):
     cdef int reserve(self, Py_ssize_t n) except -1
     cdef int decode_event(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
     cdef StreamSymbol find_symbol(self, const JsonCursor* c, const JsonSpan* span)
-    cdef JsonStatus read_rows(self, JsonCursor* c, bint trades, int32_t side) noexcept
     cdef JsonStatus read_candle(self, JsonCursor* c, Candle* out) noexcept
     cdef int decode_orderbook(self, JsonCursor* c) except -1
     cdef int apply_orderbook(self, int64_t recv_ns) except -1

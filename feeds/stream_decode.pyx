@@ -175,6 +175,70 @@ cdef inline JsonStatus trade_member(JsonCursor* c, const JsonSpan* key, TradeRow
     return js_skip_value(c)
 
 
+ctypedef fused Row:
+    LevelUpdate
+    TradeRow
+
+
+cdef JsonStatus read_rows(JsonCursor* c, Row* rows, Py_ssize_t cap, Py_ssize_t* n,
+                          int32_t side) noexcept nogil:
+    """An array of levels ``[{"ticks":int,"lots":int,"count":int},...]`` (given
+    ``side``) or of trades ``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell",
+    "ts":ms},...]`` appended to rows[*n:cap] (*n advanced). Each object takes the compact
+    fast path when it can, else the member-by-member path; lots must be positive, a
+    trade id non-negative. Fused: one specialization per row type, no runtime switch."""
+    cdef JsonSpan key
+    cdef Py_ssize_t nel = 0, nmem, obj_pos
+    cdef unsigned int seen
+    cdef unsigned int required
+    cdef Row* row
+    cdef bint fast
+    if Row is LevelUpdate:
+        required = LEVEL_FIELDS
+    else:
+        required = TRADE_FIELDS
+    cdef JsonStatus st = js_enter_array(c)
+    while st == JS_OK:
+        st = js_next_element(c, &nel)
+        if st != JS_OK:
+            break
+        if n[0] >= cap:   # cannot happen: the reserve() bound
+            return js_fail(c, JS_BAD_FIELD, c.pos)
+        row = &rows[n[0]]
+        if Row is LevelUpdate:
+            row.side = side
+            fast = fast_level(c, row)
+        else:
+            fast = fast_trade(c, row)
+        if fast:
+            obj_pos = c.pos - 1
+        else:
+            obj_pos = c.pos
+            seen = 0
+            nmem = 0
+            st = js_enter_object(c)
+            while st == JS_OK:
+                st = js_next_member(c, &nmem, &key)
+                if st == JS_OK:
+                    if Row is LevelUpdate:
+                        st = level_member(c, &key, row, &seen)
+                    else:
+                        st = trade_member(c, &key, row, &seen)
+            if st != JS_END:
+                return st
+            st = JS_OK
+            if seen != required:
+                return js_fail(c, JS_MISSING_FIELD, obj_pos)
+        if Row is LevelUpdate:
+            if row.qty_lots <= 0:
+                return js_fail(c, JS_BAD_FIELD, obj_pos)
+        else:
+            if row.qty_lots <= 0 or row.trade_id < 0:
+                return js_fail(c, JS_BAD_FIELD, obj_pos)
+        n[0] += 1
+    return JS_OK if st == JS_END else st
+
+
 cdef int trade_id_cmp(const void* a, const void* b) noexcept nogil:
     cdef int64_t x = (<const TradeRow*>a).trade_id
     cdef int64_t y = (<const TradeRow*>b).trade_id
@@ -380,58 +444,6 @@ cdef class StreamDecoder:
         return None
 
     # ---- orderbook -----------------------------------------------------------------------
-    cdef JsonStatus read_rows(self, JsonCursor* c, bint trades, int32_t side) noexcept:
-        """An array of levels ``[{"ticks":int,"lots":int,"count":int},...]`` (with
-        ``side``) appended to the level scratch, or, with ``trades``, of trades
-        ``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell","ts":ms},...]`` appended
-        to the trade scratch. Each object takes the compact fast path when it can, else
-        the member-by-member path; lots must be positive, a trade id non-negative."""
-        cdef JsonSpan key
-        cdef Py_ssize_t nel = 0, nmem
-        cdef unsigned int seen
-        cdef unsigned int required = TRADE_FIELDS if trades else LEVEL_FIELDS
-        cdef Py_ssize_t obj_pos
-        cdef LevelUpdate* lv = NULL
-        cdef TradeRow* t = NULL
-        cdef JsonStatus st = js_enter_array(c)
-        while st == JS_OK:
-            st = js_next_element(c, &nel)
-            if st != JS_OK:
-                break
-            # Cannot happen: the reserve() bound.
-            if (self.n_trades >= self.trades_cap) if trades else (self.n_levels >= self.levels_cap):
-                return js_fail(c, JS_BAD_FIELD, c.pos)
-            if trades:
-                t = &self.trade_rows[self.n_trades]
-            else:
-                lv = &self.levels[self.n_levels]
-                lv.side = side
-            if fast_trade(c, t) if trades else fast_level(c, lv):
-                obj_pos = c.pos - 1
-            else:
-                obj_pos = c.pos
-                seen = 0
-                nmem = 0
-                st = js_enter_object(c)
-                while st == JS_OK:
-                    st = js_next_member(c, &nmem, &key)
-                    if st == JS_OK:
-                        st = trade_member(c, &key, t, &seen) if trades else level_member(c, &key, lv, &seen)
-                if st != JS_END:
-                    return st
-                st = JS_OK
-                if seen != required:
-                    return js_fail(c, JS_MISSING_FIELD, obj_pos)
-            if trades:
-                if t.qty_lots <= 0 or t.trade_id < 0:
-                    return js_fail(c, JS_BAD_FIELD, obj_pos)
-                self.n_trades += 1
-            else:
-                if lv.qty_lots <= 0:
-                    return js_fail(c, JS_BAD_FIELD, obj_pos)
-                self.n_levels += 1
-        return JS_OK if st == JS_END else st
-
     cdef int decode_orderbook(self, JsonCursor* c) except -1:
         cdef JsonSpan key, sym
         cdef Py_ssize_t nmem = 0
@@ -451,15 +463,15 @@ cdef class StreamDecoder:
             if js_span_is(c, &key, b"bids", 4):
                 st = js_claim(c, &key, &dup, 1)
                 if st == JS_OK:
-                    st = self.read_rows(c, False, SIDE_BID)
+                    st = read_rows(c, self.levels, self.levels_cap, &self.n_levels, SIDE_BID)
             elif js_span_is(c, &key, b"asks", 4):
                 st = js_claim(c, &key, &dup, 2)
                 if st == JS_OK:
-                    st = self.read_rows(c, False, SIDE_ASK)
+                    st = read_rows(c, self.levels, self.levels_cap, &self.n_levels, SIDE_ASK)
             elif js_span_is(c, &key, b"trades", 6):
                 st = js_claim(c, &key, &dup, 4)
                 if st == JS_OK:
-                    st = self.read_rows(c, True, SIDE_BID)
+                    st = read_rows(c, self.trade_rows, self.trades_cap, &self.n_trades, 0)
             elif js_span_is(c, &key, b"symbol", 6):
                 st = js_read_string(c, &sym)
                 has_symbol = True
