@@ -62,7 +62,9 @@ Channel payload schemas (v1, ``data`` of each publication; decimal STRINGS, inte
        "available":"96908.50","reserved":"3091.50"}],"seq":58}
 
   ``seq`` is per account, +1 per publication. Mapping into ``engine.Account``: order
-  objects are absolute (``apply_order_snapshot``: status, quantity, filled quantity);
+  objects are absolute (``apply_order_snapshot``: status, quantity, filled quantity;
+  an order the account does not know is validated whole before it is added, so a
+  refused object leaves no trace);
   positions come from ``portfolio`` (absolute quantity and entry price); balances from
   ``balances``; ``fill`` messages are reported (``fills`` counter, ``on_fill``
   callbacks of the venue) but not folded again, since the order and portfolio
@@ -83,7 +85,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
 from engine._core.instrument import Instrument
-from engine.errors import DecodeError, EngineError, FeedError
+from engine._core.orders import Order
+from engine.errors import DecodeError, EngineError, FeedError, OrderInputError
 from feeds.cadenza_decode import KIND_ACCOUNT as CH_ACCOUNT
 from feeds.cadenza_decode import KIND_BOOK as CH_BOOK
 from feeds.cadenza_decode import KIND_TRADE as CH_TRADE
@@ -102,6 +105,7 @@ __all__ = ["CadenzaVenue", "is_terminal_close", "TERMINAL_ERRORS"]
 TERMINAL_ERRORS = frozenset({101, 102, 103, 107, 109})
 ERR_UNRECOVERABLE = 112
 ERR_ALREADY_SUBSCRIBED = 105
+_OS_NEW = 1  # engine.account.OrderStatus.NEW: an order the venue reports is acknowledged
 
 
 def is_terminal_close(code: int) -> bool:
@@ -141,7 +145,6 @@ class CadenzaVenue(Venue):
         self._ping_s = 0.0
         self._pong = False
         self._live = 0
-        self._known_orders: set[str] = set()
         self._position_rounds: dict[str, int] = {}
 
     # ---- wiring ----------------------------------------------------------------------
@@ -312,7 +315,12 @@ class CadenzaVenue(Venue):
                  order_type: str | None, status: str, price_ticks: int, stop_ticks: int,
                  qty_lots: int, filled_lots: int, cost: str | None, created_ns: int,
                  updated_ns: int, seq: int, recv_ns: int) -> None:
-        """A full order object: create the order if new, then apply it absolutely."""
+        """A full order object, applied absolutely, whole or not at all: an order the
+        account does not know yet is first validated with the whole update on a
+        standalone ``Order`` (the same state machine the account runs), so a refused
+        update adds nothing; a known order's refused update is counted by the account
+        (feed mode) and changes nothing. Known orders are looked up in the account
+        itself: no shadow set here to drift from it or to grow."""
         from engine.account import parse_order_status, parse_order_type, parse_side
         acct = self.account
         if acct is None:
@@ -324,19 +332,29 @@ class CadenzaVenue(Venue):
         except Exception as exc:
             self.account_errors += 1
             raise DecodeError(f"cadenza order {order_id}: {exc}") from None
-        if order_id not in self._known_orders:
-            try:  # add_order raises even in feed mode (a duplicate id is a caller bug there)
+        added = False
+        try:
+            acct.order_slot(order_id)
+        except OrderInputError:  # unknown id: a new order
+            try:
+                probe = Order(order_id, side_code, qty_lots, price_ticks, order_type=type_code,
+                              stop_price_ticks=stop_ticks, status=_OS_NEW, client_id=client_id or "",
+                              instrument=inst, ts_ns=created_ns)
+                probe.apply_snapshot(status_code, qty_lots, filled_lots, price_ticks, stop_ticks, -1,
+                                     updated_ns, seq)
+                # Both steps below repeat what the probe just accepted, so neither refuses.
                 acct.add_order(order_id, inst.symbol, side_code, qty_lots, price_ticks,
-                               order_type=type_code, stop_price_ticks=stop_ticks, status=1,
+                               order_type=type_code, stop_price_ticks=stop_ticks, status=_OS_NEW,
                                client_id=client_id or "", ts_ns=created_ns)
             except EngineError as exc:
                 self.account_errors += 1
                 raise DecodeError(f"cadenza order {order_id}: {exc}") from None
-            self._known_orders.add(order_id)
-        self._account_call(acct.apply_order_snapshot, order_id, status_code, qty_lots, filled_lots,
-                           price_ticks, stop_ticks, -1, updated_ns, seq, False)
+            added = True
+        changed = self._account_call(acct.apply_order_snapshot, order_id, status_code, qty_lots, filled_lots,
+                                     price_ticks, stop_ticks, -1, updated_ns, seq, False)
         assert self.dispatch is not None
-        if self.dispatch.wants("order"):
+        # Callbacks report changes: a repeated, stale or refused update calls nobody.
+        if (added or changed) and self.dispatch.wants("order"):
             self.dispatch.order(acct.order(order_id), recv_ns)
 
     def on_fill(self, order_id: str, trade_id: str, inst: Instrument, side: str, price_ticks: int,

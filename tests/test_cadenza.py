@@ -458,3 +458,44 @@ def test_decoder_account_messages() -> None:
             dec.feed(_push("tradingAccount:A-1", data, 5), 9)
         assert ch.offset == 4  # a rejected publication is not consumed
     assert len(venue.calls) == n
+
+
+def test_refused_new_order_adds_nothing() -> None:
+    """A new order whose update the state machine refuses (Filled with quantity left)
+    leaves the account exactly as it was: no phantom NEW order, no callback; counted."""
+    from engine.account import OrderStatus
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=())
+    eng.add_instrument(inst)
+    seen: list[Any] = []
+    eng.on_order(seen.append)
+    feed = eng.connect("cadenza", url="ws://127.0.0.1:1/x", token="t", account_id="A-1")
+    venue = feed.venue
+    assert isinstance(venue, CadenzaVenue)
+    acct = eng.account("A-1")
+
+    def order(oid: str, status: str, qty: int, filled: int, seq: int) -> None:
+        venue.on_order(oid, "c-" + oid, inst, "buy", "Limit", status, 6183000, 0, qty, filled, None,
+                       5, 6 + seq, seq, 9)
+
+    with pytest.raises(DecodeError, match="O-1"):
+        order("O-1", "Filled", 10000, 4000, 1)
+    assert acct.order_count == 0 and len(acct.orders()) == 0 and not seen
+    assert venue.account_errors == 1 and acct.error_count == 0
+    with pytest.raises(DecodeError, match="O-1"):
+        order("O-1", "Bogus", 10000, 0, 1)                      # unknown status: nothing either
+    assert acct.order_count == 0 and venue.account_errors == 2
+    # The same id, now valid, is a new order like any other.
+    order("O-1", "PartiallyFilled", 10000, 4000, 2)
+    o = acct.order("O-1")
+    assert (OrderStatus(o.status), o.filled_lots, o.client_id) == (OrderStatus.PARTIALLY_FILLED, 4000, "c-O-1")
+    assert acct.order_count == 1 and len(seen) == 1
+    # A refused update of a known order: refused by the account (feed mode), counted, unchanged.
+    order("O-1", "Filled", 10000, 5000, 3)
+    assert acct.order("O-1").filled_lots == 4000 and acct.error_count == 1
+    assert venue.account_errors == 3 and feed.counters.decode_errors == 1 and len(seen) == 1
+    order("O-1", "Filled", 10000, 10000, 4)
+    assert OrderStatus(acct.order("O-1").status) is OrderStatus.FILLED and acct.order_count == 1
+    order("O-1", "Filled", 10000, 10000, 4)                     # a repeat changes nothing, calls nobody
+    assert len(seen) == 2 and seen[-1].filled_lots == 10000
+    assert not hasattr(venue, "_known_orders")  # the account is the one record of known orders
