@@ -546,3 +546,24 @@ def test_recording_appends_across_restarts_and_scrubs_secrets(run: Any, tmp_path
             await feed.close()
             assert [r.payload for r in read_lines(raw)] == [b'{"n":3,"apiKey":"rec-api-key-77"}']
     run(main())
+
+
+def test_close_during_a_slow_async_on_open(run: Any) -> None:
+    """An async on_open (a REST fetch, say) is abandoned by close(), not waited for."""
+    class SlowOpen(EchoVenue):
+        async def on_open(self, feed: Feed) -> None:  # type: ignore[override]
+            self.opens += 1
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        async with Server(lambda c: None) as srv:
+            venue = SlowOpen(srv.url)
+            feed = Feed(venue, SessionOptions(**FAST))
+            feed.start()
+            await wait_for(lambda: venue.opens == 1 and feed.status is FeedStatus.CONNECTED)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await feed.close()
+            assert loop.time() - t0 < 1.0 and feed.status is FeedStatus.CLOSED
+            assert not tasks_left()
+    run(main())
