@@ -175,6 +175,33 @@ cdef JsonStatus read_flat(JsonCursor* c, const FieldSpec* specs, int n_specs, Js
     return JS_OK if st == JS_END else st
 
 
+cdef str read_code_text(JsonCursor* c, const char* text_key, Py_ssize_t text_len, int64_t* code,
+                        bint* temporary, str context):
+    """An error or disconnect object: "code" (int) into *code, the string member
+    `text_key` returned ("" when absent), "temporary" (bool) into *temporary unless that
+    is NULL (then it is skipped like any unknown member). DecodeError naming `context`
+    for anything malformed. O(object length)."""
+    cdef JsonSpan key
+    cdef Py_ssize_t count = 0
+    cdef str text = ""
+    cdef JsonStatus st = js_enter_object(c)
+    while st == JS_OK:
+        st = js_next_member(c, &count, &key)
+        if st != JS_OK:
+            break
+        if js_span_is(c, &key, b"code", 4):
+            st = js_read_int64(c, False, code)
+        elif js_span_is(c, &key, text_key, text_len):
+            text = read_text(c, &st)
+        elif temporary != NULL and js_span_is(c, &key, b"temporary", 9):
+            st = js_read_bool(c, temporary)
+        else:
+            st = js_skip_value(c)
+    if st != JS_END:
+        js_raise(c, st, context)
+    return text
+
+
 cdef class Channel:
     """A subscribed channel: ``name``, ``kind`` (0 book, 1 trade, 2 account), its
     ``instrument``/``book``, and the recovery position ``offset``/``epoch``."""
@@ -316,26 +343,9 @@ cdef class CadenzaDecoder:
         return 0
 
     cdef int decode_error_reply(self, JsonCursor* c, int64_t cmd_id) except -1:
-        cdef JsonSpan key, span
-        cdef Py_ssize_t count = 0
         cdef int64_t code = 0
         cdef bint temporary = False
-        cdef str message = ""
-        cdef JsonStatus st = js_enter_object(c)
-        while st == JS_OK:
-            st = js_next_member(c, &count, &key)
-            if st != JS_OK:
-                break
-            if js_span_is(c, &key, b"code", 4):
-                st = js_read_int64(c, False, &code)
-            elif js_span_is(c, &key, b"message", 7):
-                message = read_text(c, &st)
-            elif js_span_is(c, &key, b"temporary", 9):
-                st = js_read_bool(c, &temporary)
-            else:
-                st = js_skip_value(c)
-        if st != JS_END:
-            js_raise(c, st, "cadenza error reply")
+        cdef str message = read_code_text(c, b"message", 7, &code, &temporary, "cadenza error reply")
         ch = self.pending.pop(cmd_id, None)
         self.venue.on_error_reply(cmd_id, code, message, temporary, ch)
         return 0
@@ -405,25 +415,10 @@ cdef class CadenzaDecoder:
 
     cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,
                                  str channel) except -1:
-        cdef JsonSpan key, span
-        cdef Py_ssize_t count = 0
         cdef int64_t code = 0
-        cdef str reason = ""
-        cdef JsonStatus st
+        cdef str reason
         c.pos = disc_pos if disc_pos >= 0 else unsub_pos
-        st = js_enter_object(c)
-        while st == JS_OK:
-            st = js_next_member(c, &count, &key)
-            if st != JS_OK:
-                break
-            if js_span_is(c, &key, b"code", 4):
-                st = js_read_int64(c, False, &code)
-            elif js_span_is(c, &key, b"reason", 6):
-                reason = read_text(c, &st)
-            else:
-                st = js_skip_value(c)
-        if st != JS_END:
-            js_raise(c, st, "cadenza control push")
+        reason = read_code_text(c, b"reason", 6, &code, NULL, "cadenza control push")
         if disc_pos >= 0:
             self.venue.on_push_disconnect(code, reason)
         else:

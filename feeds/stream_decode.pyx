@@ -24,9 +24,9 @@ from engine._core.jscan cimport (
     JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE, JK_OBJECT, JK_ARRAY,
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
-    js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim,
+    js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim, js_match_word,
 )
-from feeds._decode_common cimport scratch_grow, span_is_bytes, read_taker_side, read_text
+from feeds._decode_common cimport scratch_grow, span_is_bytes, read_taker_side, read_text, fill_lens
 
 from engine.errors import BookError, DecodeError
 from engine._core.kline import KlineError
@@ -65,6 +65,19 @@ cdef inline JsonStatus read_ms(JsonCursor* c, int64_t* out_ns) noexcept nogil:
 # with the cursor untouched and the generic member-by-member path takes over (which
 # also produces the precise error). Numbers: 1-18 digits, no sign, no leading zero, so
 # they cannot overflow int64; anything else falls back.
+
+# Candle fields (read_candle): index in CANDLE_WORDS; every one but "m" is required.
+cdef enum:
+    C_CREATED = 0
+    C_UPDATED = 6
+    N_CANDLE_FIELDS = 7
+    CANDLE_REQUIRED = (1 << C_UPDATED) - 1
+
+cdef const char* CANDLE_WORDS[N_CANDLE_FIELDS]
+CANDLE_WORDS[:] = [b"created", b"o", b"h", b"l", b"c", b"v", b"m"]
+cdef Py_ssize_t CANDLE_LENS[N_CANDLE_FIELDS]
+fill_lens(CANDLE_WORDS, CANDLE_LENS, N_CANDLE_FIELDS)
+
 
 cdef inline bint lit(const char* p, const char* end, const char* s, Py_ssize_t n) noexcept nogil:
     return end - p >= n and memcmp(p, s, n) == 0
@@ -540,8 +553,13 @@ cdef class StreamDecoder:
         cdef JsonSpan key
         cdef Py_ssize_t nmem = 0
         cdef bint is_null = False
-        cdef int seen = 0
+        cdef unsigned int seen = 0
+        cdef int idx
         cdef Py_ssize_t obj_pos
+        # Destination of each CANDLE_WORDS field, same order.
+        cdef int64_t* slots[7]   # N_CANDLE_FIELDS: a literal size needs no runtime length check
+        slots[:] = [&out.open_ts_ns, &out.open_ticks, &out.high_ticks, &out.low_ticks,
+                    &out.close_ticks, &out.volume_lots, &out.update_ts_ns]
         cdef JsonStatus st = js_read_null(c, &is_null)
         if st != JS_OK or is_null:
             return st
@@ -552,31 +570,18 @@ cdef class StreamDecoder:
             st = js_next_member(c, &nmem, &key)
             if st != JS_OK:
                 break
-            if js_span_is(c, &key, b"created", 7):
-                st = read_ms(c, &out.open_ts_ns)
-                seen |= 1
-            elif js_span_is(c, &key, b"o", 1):
-                st = js_read_int64(c, False, &out.open_ticks)
-                seen |= 2
-            elif js_span_is(c, &key, b"h", 1):
-                st = js_read_int64(c, False, &out.high_ticks)
-                seen |= 4
-            elif js_span_is(c, &key, b"l", 1):
-                st = js_read_int64(c, False, &out.low_ticks)
-                seen |= 8
-            elif js_span_is(c, &key, b"c", 1):
-                st = js_read_int64(c, False, &out.close_ticks)
-                seen |= 16
-            elif js_span_is(c, &key, b"v", 1):
-                st = js_read_int64(c, False, &out.volume_lots)
-                seen |= 32
-            elif js_span_is(c, &key, b"m", 1):
-                st = read_ms(c, &out.update_ts_ns)
-            else:
+            idx = js_match_word(c, &key, CANDLE_WORDS, CANDLE_LENS, N_CANDLE_FIELDS)
+            if idx < 0:
                 st = js_skip_value(c)
+            elif idx == C_CREATED or idx == C_UPDATED:
+                st = read_ms(c, slots[idx])
+            else:
+                st = js_read_int64(c, False, slots[idx])
+            if idx >= 0:
+                seen |= 1u << idx
         if st != JS_END:
             return st
-        if seen != 63:
+        if (seen & CANDLE_REQUIRED) != CANDLE_REQUIRED:
             return js_fail(c, JS_MISSING_FIELD, obj_pos)
         if out.volume_lots < 0 or not (out.low_ticks <= out.open_ticks <= out.high_ticks and
                                        out.low_ticks <= out.close_ticks <= out.high_ticks):
