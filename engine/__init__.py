@@ -4,6 +4,8 @@ Public names are re-exported here; see each module's docstring for details.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from engine.errors import (
     BookCrossedError,
     BookError,
@@ -16,7 +18,6 @@ from engine.errors import (
 )
 from engine._core.instrument import Instrument
 from engine.book import LEVEL_DTYPE, CrossPolicy, OrderBook, Side
-from engine.engine import Engine, Trade
 from engine.kline import BAR_DTYPE, KlineAggregator, KlineError
 from engine.account import (
     ORDER_DTYPE,
@@ -63,3 +64,17 @@ __all__ = [
     "Side",
     "Trade",
 ]
+
+if TYPE_CHECKING:
+    from engine.engine import Engine, Trade
+
+
+def __getattr__(name: str) -> Any:
+    # The feed-facing Engine is loaded on first use: the core (books, klines, accounts)
+    # imports without the feed layer, and feeds.* modules can import engine.errors
+    # without an import cycle through engine.engine -> feeds.session.
+    if name in ("Engine", "Trade"):
+        from engine import engine as engine_module
+
+        return getattr(engine_module, name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
