@@ -26,6 +26,17 @@ cdef enum:
     BOOK_DELTA = 2
 
 
+# One field of a flat account object (read_flat's table).
+cdef enum FieldKind:
+    FIELD_STR = 0
+    FIELD_INT = 1
+
+ctypedef struct FieldSpec:
+    const char* name         # a C string literal: static lifetime
+    Py_ssize_t name_len
+    int kind
+
+
 cdef class Channel:
     """One subscribed channel and its recovery position."""
     cdef readonly str name
@@ -72,6 +83,9 @@ cdef class CadenzaDecoder(FrameSink):
                                  str channel) except -1
     cdef bint offset_ok(self, Channel ch, bint has_offset, int64_t offset) except -1
     cdef Instrument instrument_of(self, JsonCursor* c, const JsonSpan* span)
+    cdef Instrument read_account_object(self, JsonCursor* c, Channel ch, const FieldSpec* specs, int n_specs,
+                                        JsonSpan* sp, int64_t* iv, unsigned int* seen, unsigned int required,
+                                        int inst_field, str what, str needs)
     cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef int decode_fill(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef int decode_list(self, JsonCursor* c, Channel ch, int64_t recv_ns, bint balances,

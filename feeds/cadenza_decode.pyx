@@ -35,16 +35,8 @@ KIND_ACCOUNT = CH_ACCOUNT
 # --- flat account objects ------------------------------------------------------------
 # Account payloads are flat objects of strings (decimals, ids) and integers (ns, seq).
 # read_flat() reads one in a single pass into per-field spans/ints described by a
-# static table; `seen` gets bit i for each field present (a null counts as absent).
-
-cdef enum FieldKind:
-    FIELD_STR = 0
-    FIELD_INT = 1
-
-ctypedef struct FieldSpec:
-    const char* name         # a C string literal: static lifetime
-    Py_ssize_t name_len
-    int kind
+# static table (FieldSpec, in the .pxd); `seen` gets bit i for each field present (a
+# null counts as absent).
 
 cdef enum:
     O_ID = 0
@@ -703,20 +695,32 @@ cdef class CadenzaDecoder:
     cdef str opt_str(self, JsonCursor* c, const JsonSpan* spans, unsigned int seen, int i):
         return js_span_to_str(c, &spans[i]) if seen & (1u << i) else None
 
+    cdef Instrument read_account_object(self, JsonCursor* c, Channel ch, const FieldSpec* specs, int n_specs,
+                                        JsonSpan* sp, int64_t* iv, unsigned int* seen, unsigned int required,
+                                        int inst_field, str what, str needs):
+        """One flat order or fill object (read_flat into sp/iv/seen), its `required`
+        fields checked: its Instrument, or None for an instrument this feed does not
+        track (reported to venue.on_unknown_instrument). DecodeError naming `what` (and
+        listing `needs` for a missing field) otherwise."""
+        cdef JsonStatus st = read_flat(c, specs, n_specs, sp, iv, seen)
+        if st != JS_OK:
+            js_raise(c, st, f"cadenza {ch.name} {what}")
+        if seen[0] & required != required:
+            raise DecodeError(f"cadenza {ch.name}: {what} needs {needs}")
+        inst = self.instrument_of(c, &sp[inst_field])
+        if inst is None:
+            self.venue.on_unknown_instrument(js_span_to_str(c, &sp[inst_field]))
+        return inst
+
     cdef int decode_order(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
         cdef JsonSpan sp[O_COUNT]
         cdef int64_t iv[O_COUNT]
         cdef unsigned int seen = 0
         cdef int64_t price_ticks = 0, stop_ticks = 0, qty_lots = 0, filled_lots = 0
-        cdef Instrument inst
-        cdef JsonStatus st = read_flat(c, ORDER_FIELDS, O_COUNT, sp, iv, &seen)
-        if st != JS_OK:
-            js_raise(c, st, f"cadenza {ch.name} order")
-        if seen & ORDER_REQUIRED != ORDER_REQUIRED:
-            raise DecodeError(f"cadenza {ch.name}: order needs id, instrumentId, side, status, qty, filledQty")
-        inst = self.instrument_of(c, &sp[O_INSTRUMENT])
+        cdef Instrument inst = self.read_account_object(
+            c, ch, ORDER_FIELDS, O_COUNT, sp, iv, &seen, ORDER_REQUIRED, O_INSTRUMENT,
+            "order", "id, instrumentId, side, status, qty, filledQty")
         if inst is None:
-            self.venue.on_unknown_instrument(js_span_to_str(c, &sp[O_INSTRUMENT]))
             return 0
         if seen & (1u << O_PRICE):
             check_field(c, js_span_steps(c, &sp[O_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
@@ -742,15 +746,10 @@ cdef class CadenzaDecoder:
         cdef int64_t iv[F_COUNT]
         cdef unsigned int seen = 0
         cdef int64_t price_ticks = 0, qty_lots = 0
-        cdef Instrument inst
-        cdef JsonStatus st = read_flat(c, FILL_FIELDS, F_COUNT, sp, iv, &seen)
-        if st != JS_OK:
-            js_raise(c, st, f"cadenza {ch.name} fill")
-        if seen & FILL_REQUIRED != FILL_REQUIRED:
-            raise DecodeError(f"cadenza {ch.name}: fill needs orderId, tradeId, instrumentId, side, price, qty")
-        inst = self.instrument_of(c, &sp[F_INSTRUMENT])
+        cdef Instrument inst = self.read_account_object(
+            c, ch, FILL_FIELDS, F_COUNT, sp, iv, &seen, FILL_REQUIRED, F_INSTRUMENT,
+            "fill", "orderId, tradeId, instrumentId, side, price, qty")
         if inst is None:
-            self.venue.on_unknown_instrument(js_span_to_str(c, &sp[F_INSTRUMENT]))
             return 0
         check_field(c, js_span_steps(c, &sp[F_PRICE], inst.price_decimals, inst.tick_units, &price_ticks),
                     "cadenza", "fill", "price")
