@@ -10,7 +10,7 @@ from libc.stdint cimport int64_t
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
-    JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_DUPLICATE,
+    JS_OK, JS_END, JS_DUPLICATE,
     js_init, js_fail, js_enter_object, js_next_member, js_skip_value,
     js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_is,
     js_span_to_str, js_raise, js_claim, js_match_word,

@@ -19,9 +19,9 @@ from engine._core.instrument cimport Instrument
 from engine._core.book cimport OrderBook
 from engine._core.kline cimport KlineAggregator, Frame, FRAME_TIME
 from engine._core.jscan cimport (
-    JsonCursor, JsonSpan, JsonStatus, JsonKind,
-    JS_OK, JS_END, JS_ERROR, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE, JS_DUPLICATE,
-    JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE, JK_OBJECT, JK_ARRAY,
+    JsonCursor, JsonSpan, JsonStatus,
+    JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE,
+    JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE,
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim, js_match_word,
