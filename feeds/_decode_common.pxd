@@ -56,9 +56,12 @@ cdef inline void fill_lens(const char** words, Py_ssize_t* lens, int n) noexcept
         lens[i] = <Py_ssize_t>strlen(words[i])
 
 
-cdef inline bint span_is_bytes(const JsonCursor* c, const JsonSpan* span, bytes name) noexcept:
-    """Is the span's text the UTF-8 `name` (a bytes object, never None: the callers'
-    typed attributes are set in __init__)? For the linear symbol/channel/market scans."""
+cdef inline int span_is_bytes(const JsonCursor* c, const JsonSpan* span, bytes name) except -1:
+    """1 if the span's text is the UTF-8 `name`, else 0: the linear symbol / channel /
+    market scans. TypeError for None (an object whose __init__ never ran), as a
+    <const char*> cast of None raises."""
+    if name is None:
+        raise TypeError("expected bytes, NoneType found")
     return js_span_is(c, span, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
 
 
