@@ -43,9 +43,12 @@ Method
   - ``botplatform``: ``User`` position/order/energy/notification and ``Symbol``
     messages of the scenario's burst (the engine's rate counts frames: a frame may
     fire several callbacks, or none).
-- A last case, ``cadenza in-process``, feeds the same Cadenza messages to the decoder
-  with no socket (engine: ``CadenzaDecoder`` + ``Dispatch`` + no-op callback; peer:
-  ``json.loads`` + SortedDict): the decode/apply cost alone.
+- ``<venue> in-process`` cases feed the same hot messages to each client with no socket
+  (``--no-inprocess`` skips them): ``engine`` is the venue's decoder as the session
+  calls it (``frame_sink.feed`` in C, or the adapter's ``on_frame``) on an engine that
+  never connects, its final state checked too; ``json-python`` is the websockets-json
+  pipeline's per-message code without websockets. This is the decode/apply/callback
+  cost alone.
 - Caveat: the sender shares the machine's 2 cores; when a consumer is faster than the
   sender, both run at the sender's pace and the ratio understates the consumer's
   headroom (the in-process case shows it).
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import re
@@ -101,11 +105,16 @@ def _subscribe_binance() -> str:
 
 
 # ================================================================ simulators (own process)
-# Each builder returns the simulator (not started) and a function that, once it has
+# Each builder returns the simulator (not started), a function that, once it has
 # started (bursts are encoded in ``start``), describes it: URL, hot message count,
-# and ``expected``, the state a client must end with, in the form the engine reports.
+# and ``expected``, the state a client must end with, in the form the engine reports;
+# and a function giving the frames themselves for the in-process case: (the frames a
+# client gets before the burst and needs for its state, the burst's hot messages).
 
-def _sim_cadenza(n: int) -> tuple[SimServer, Callable[[], Json]]:
+Frames = tuple[list[bytes], list[bytes]]
+SimBuild = tuple["SimServer", Callable[[], Json], Callable[[], Frames]]
+
+def _sim_cadenza(n: int) -> SimBuild:
     from feeds.sim.cadenza import CadenzaSim
     sim = CadenzaSim(seed=SEED, token=TOKEN, burst=n, burst_symbol=SYMBOL)
 
@@ -113,7 +122,7 @@ def _sim_cadenza(n: int) -> tuple[SimServer, Callable[[], Json]]:
         bids, asks = sim.burst_book
         return {"url": sim.url, "total": len(sim.burst_payloads),
                 "expected": {"bids": _levels(bids), "asks": _levels(asks)}}
-    return sim, info
+    return sim, info, lambda: ([], sim.burst_payloads)
 
 
 def _binance_instrument() -> Instrument:
@@ -137,7 +146,7 @@ def _binance_recording() -> Any:
     return RecordedBinance(frames, _binance_instrument())
 
 
-def _sim_binance(n: int) -> tuple[SimServer, Callable[[], Json]]:
+def _sim_binance(n: int) -> SimBuild:
     """BinanceSim serving the recording's REST snapshot; the WebSocket burst (every
     depth/trade frame, recorded order) starts on a client's live SUBSCRIBE. ``n`` is
     ignored: the recording fixes the burst."""
@@ -173,10 +182,11 @@ def _sim_binance(n: int) -> tuple[SimServer, Callable[[], Json]]:
                 "expected": {"bids": _levels(bids), "asks": _levels(asks), "trades": len(trades),
                              "last_trade": [str(last["t"]), inst.price_to_ticks(last["p"]),
                                             inst.qty_to_lots(last["q"])]}}
-    return sim, info
+    # In process the REST snapshot body comes first.
+    return sim, info, lambda: ([recording.snapshot_frame.raw], payloads)
 
 
-def _sim_stream(n: int) -> tuple[SimServer, Callable[[], Json]]:
+def _sim_stream(n: int) -> SimBuild:
     from feeds.sim.stream import StreamSim
     sim = StreamSim(seed=SEED, burst=n, burst_symbol=SYMBOL, ping_interval_ms=int(QUIET_S * 1000))
 
@@ -186,10 +196,10 @@ def _sim_stream(n: int) -> tuple[SimServer, Callable[[], Json]]:
         return {"url": sim.url, "total": len(sim.burst_frames),
                 "expected": {"bids": _levels(bids), "asks": _levels(asks), "trades": len(sim.burst_trades),
                              "last_trade": [str(t.trade_id), t.price_ticks, t.qty_lots]}}
-    return sim, info
+    return sim, info, lambda: ([], sim.burst_frames)
 
 
-def _sim_prices(n: int) -> tuple[SimServer, Callable[[], Json]]:
+def _sim_prices(n: int) -> SimBuild:
     from feeds.sim.prices import PricesSim
     sim = PricesSim(seed=SEED, burst=n, burst_market=PRICES_MARKET, keepalive_s=None)
 
@@ -198,10 +208,15 @@ def _sim_prices(n: int) -> tuple[SimServer, Callable[[], Json]]:
         # The first PRICES (the subscription's whole book) is a hot message too.
         return {"url": sim.url, "total": len(sim.burst_payloads) + 1,
                 "expected": {"bids": _levels(bids), "asks": _levels(asks)}}
-    return sim, info
+
+    def frames() -> Frames:
+        from feeds.sim.prices import encode_prices
+        first = encode_prices(sim.instruments, {PRICES_MARKET: sim.market.book(PRICES_MARKET)}).encode()
+        return [], [first, *sim.burst_payloads]
+    return sim, info, frames
 
 
-def _sim_realtime(n: int) -> tuple[SimServer, Callable[[], Json]]:
+def _sim_realtime(n: int) -> SimBuild:
     from feeds.sim.realtime import RealtimeSim
     sim = RealtimeSim(seed=SEED, jwt=JWT, burst=n, burst_symbol=SYMBOL)
 
@@ -211,7 +226,7 @@ def _sim_realtime(n: int) -> tuple[SimServer, Callable[[], Json]]:
         return {"url": sim.url, "total": len(sim.burst_payloads),
                 "expected": {"quote": list(sim.burst_quote), "trades": len(sim.burst_trades),
                              "last_trade": [f"T-{t.trade_id}", t.price_ticks, t.qty_lots]}}
-    return sim, info
+    return sim, info, lambda: ([], sim.burst_payloads)
 
 
 def _enum_name(venue_name: str) -> str:
@@ -219,7 +234,7 @@ def _enum_name(venue_name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", venue_name).upper()
 
 
-def _sim_botplatform(n: int) -> tuple[SimServer, Callable[[], Json]]:
+def _sim_botplatform(n: int) -> SimBuild:
     from feeds.sim.botplatform import BotPlatformSim
     sim = BotPlatformSim(seed=SEED, token=TOKEN, burst=n, heartbeat_s=QUIET_S)
 
@@ -241,7 +256,16 @@ def _sim_botplatform(n: int) -> tuple[SimServer, Callable[[], Json]]:
         return {"url": sim.url, "total": sim.burst_frames, "before": 3,
                 "expected": {"orders": orders, "positions": positions, "energy": sc.energy_units,
                              "symbols": symbols}}
-    return sim, info
+
+    def frames() -> Frames:
+        # What the simulator sends: AuthOk, the Symbol list, the Snapshot, then the burst
+        # (rebuilt from a copy of the scenario exactly as burst mode does).
+        from feeds.sim.botplatform import burst_messages, symbol_frame
+        before = [json.dumps({"event": "Auth", "data": {"type": "AuthOk", "user_id": sim.user_id}}).encode(),
+                  symbol_frame(sim.scenario.symbol_list_data()).encode(),
+                  sim.user_frame(sim.scenario.snapshot_data(), sim.seq).encode()]
+        return before, burst_messages(copy.deepcopy(sim.scenario), sim.burst_count, sim.seq)
+    return sim, info, frames
 
 
 def _serve(venue: str, n_frames: int) -> None:
@@ -250,7 +274,7 @@ def _serve(venue: str, n_frames: int) -> None:
     import uvloop
 
     async def main() -> None:
-        sim, info = VENUES[venue].sim(n_frames)
+        sim, info, _ = VENUES[venue].sim(n_frames)
         async with sim:
             print(json.dumps(info()), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -276,6 +300,8 @@ class _Progress:
         self.counters: Any = None
         self.frames = 0
         self.done = asyncio.Event()
+        self.trades = 0
+        self.last_trade: Any = None
 
     def hit(self, _obj: object = None) -> None:
         if self.skip:
@@ -288,6 +314,22 @@ class _Progress:
         if c == self.total:
             self.t1 = time.perf_counter_ns()
             self.done.set()
+
+    def hit_trade(self, trade: object) -> None:
+        """A trade that is one of the burst's hot messages (kept for the state check)."""
+        self.trades += 1
+        self.last_trade = trade
+        self.hit()
+
+    def note_trade(self, trade: object) -> None:
+        """A trade carried inside another hot message (kept for the state check)."""
+        self.trades += 1
+        self.last_trade = trade
+
+    def trade_state(self) -> Json:
+        t = self.last_trade
+        return {"trades": self.trades,
+                "last_trade": [t.trade_id, t.price_ticks, t.qty_lots] if t is not None else None}
 
     def hit_frames(self, _obj: object = None) -> None:
         got = self.counters.frames
@@ -313,15 +355,9 @@ def _engine_cadenza(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Cal
 
 
 def _engine_binance(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Callable[[], Json]]:
-    last: list[Any] = [None]
-
-    def on_trade(t: Any) -> None:
-        last[0] = t
-        prog.hit()
-
     eng.add_instrument(_binance_instrument())
     eng.on_book(prog.hit)
-    eng.on_trade(on_trade)
+    eng.on_trade(prog.hit_trade)
     feed = eng.connect("binance", url=info["url"], rest_url=info["rest_url"], instruments=[BINANCE_SYMBOL],
                        latency_capacity=info["total"] + 16)
 
@@ -330,36 +366,20 @@ def _engine_binance(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Cal
             feed.send_text(_subscribe_binance())
 
     eng.on_status(on_status)
-    sync = feed.venue.syncs[BINANCE_SYMBOL]  # type: ignore[attr-defined]
     # The snapshot's own book callback comes first; stale diffs fire nothing.
     prog.skip = 1
     prog.total = info["expected"]["trades"] + info["depth_frames"] - info["stale_diffs"]
 
-    def state() -> Json:
-        t = last[0]
-        return {**_book_state(eng.book(BINANCE_SYMBOL)), "trades": sync.trades,
-                "last_trade": [t.trade_id, t.price_ticks, t.qty_lots] if t is not None else None}
-    return feed, state
+    return feed, lambda: {**_book_state(eng.book(BINANCE_SYMBOL)), **prog.trade_state()}
 
 
 def _engine_stream(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Callable[[], Json]]:
-    trades = [0]
-    last: list[Any] = [None]
-
-    def on_trade(t: Any) -> None:
-        trades[0] += 1
-        last[0] = t
-
     eng.on_book(prog.hit)
-    eng.on_trade(on_trade)
+    eng.on_trade(prog.note_trade)
     feed = eng.connect("stream", url=info["url"], instruments=[SYMBOL], kline_intervals=(),
                        latency_capacity=2 * info["total"] + 16)
 
-    def state() -> Json:
-        t = last[0]
-        return {**_book_state(eng.book(SYMBOL)), "trades": trades[0],
-                "last_trade": [t.trade_id, t.price_ticks, t.qty_lots] if t is not None else None}
-    return feed, state
+    return feed, lambda: {**_book_state(eng.book(SYMBOL)), **prog.trade_state()}
 
 
 def _engine_prices(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Callable[[], Json]]:
@@ -372,15 +392,7 @@ def _engine_prices(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Call
 
 
 def _engine_realtime(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Callable[[], Json]]:
-    last: list[Any] = [None]
-    trades = [0]
-
-    def on_trade(t: Any) -> None:
-        trades[0] += 1
-        last[0] = t
-        prog.hit()
-
-    eng.on_trade(on_trade)
+    eng.on_trade(prog.hit_trade)
     # Market data only, like the other two clients (no chat room, no notifications).
     feed = eng.connect("realtime", url=info["url"], token=JWT, instruments=[SYMBOL], rooms=(),
                        notifications=False, latency_capacity=info["total"] + 16)
@@ -389,9 +401,7 @@ def _engine_realtime(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed, Ca
 
     def state() -> Json:
         q = venue.quotes[SYMBOL]
-        t = last[0]
-        return {"quote": [q.last_price_ticks, q.change_ticks, q.change_pct_units, q.ts_ns], "trades": trades[0],
-                "last_trade": [t.trade_id, t.price_ticks, t.qty_lots] if t is not None else None}
+        return {"quote": [q.last_price_ticks, q.change_ticks, q.change_pct_units, q.ts_ns], **prog.trade_state()}
     return feed, state
 
 
@@ -432,6 +442,13 @@ def _engine_botplatform(eng: Engine, info: Json, prog: _Progress) -> tuple[Feed,
     return feed, state
 
 
+def _add_default_instrument(eng: Engine, venue: str) -> None:
+    """BTC-USDT of the synthetic market, for the venues whose simulators use it."""
+    if venue in ("cadenza", "stream", "realtime"):
+        from feeds.sim.market import default_instruments
+        eng.add_instrument(next(i for i in default_instruments() if i.symbol == SYMBOL))
+
+
 def bench_engine(venue: str, info: Json) -> Json:
     """The engine end to end on ``venue``'s burst: rate, latency, final state."""
     import uvloop
@@ -440,9 +457,7 @@ def bench_engine(venue: str, info: Json) -> Json:
 
     async def main() -> Json:
         eng = Engine(bar_intervals=())
-        if venue not in ("binance", "prices", "botplatform"):
-            from feeds.sim.market import default_instruments
-            eng.add_instrument(next(i for i in default_instruments() if i.symbol == SYMBOL))
+        _add_default_instrument(eng, venue)
         prog = _Progress(info["total"])
         feed, state = VENUES[venue].engine(eng, info, prog)
         await eng.start()
@@ -648,7 +663,9 @@ class _BinancePipeline(_Pipeline):
     async def prepare(self) -> None:
         from urllib.request import urlopen
         url = f"{self.info['rest_url']}/api/v3/depth?symbol={BINANCE_SYMBOL}&limit=5000"
-        body = await asyncio.get_running_loop().run_in_executor(None, lambda: urlopen(url).read())
+        self.load_snapshot(await asyncio.get_running_loop().run_in_executor(None, lambda: urlopen(url).read()))
+
+    def load_snapshot(self, body: bytes) -> None:
         snap = json.loads(body)
         self.book.replace([(float(p), q) for p, q in snap["bids"]], [(float(p), q) for p, q in snap["asks"]])
         self.last_u = snap["lastUpdateId"]
@@ -875,7 +892,7 @@ class VenueBench:
     message: str
     frames: int
     quick_frames: int
-    sim: Callable[[int], tuple[SimServer, Callable[[], Json]]]
+    sim: Callable[[int], SimBuild]
     engine: EngineSetup
 
 
@@ -897,42 +914,70 @@ IMPLS = {
 
 # ================================================================ in-process (no socket)
 
-def bench_inprocess(n_frames: int, impl: str, repeats: int) -> Json:
-    """Decode + apply + no-op callback per Cadenza message with no socket in the way:
-    the engine's CadenzaDecoder vs json.loads + SortedDict. Median ns per message."""
-    from feeds.sim.cadenza import CadenzaSim
-    sim = CadenzaSim(seed=SEED, token=TOKEN, burst=n_frames, burst_symbol=SYMBOL)
-    sim.prepare_burst()
-    payloads = sim.burst_payloads
+def bench_inprocess(venue: str, n_frames: int, impl: str, repeats: int) -> Json:
+    """The burst's hot messages fed straight to a client with no socket in the way: the
+    decode/apply/callback cost alone. ``engine``: the venue's decoder as the session
+    calls it (``frame_sink.feed`` in C, or the adapter's ``on_frame``), on a fresh
+    engine per repeat, its final state checked; ``json-python``: the same venue's
+    websockets-json pipeline minus the socket. Median ns per hot message."""
+    import uvloop
+
+    async def build() -> tuple[Json, Frames]:
+        sim, describe, frames = VENUES[venue].sim(n_frames)
+        async with sim:
+            return describe(), frames()
+
+    info, (before, burst) = uvloop.run(build())
     samples = []
     for _ in range(repeats):
         if impl == "engine":
-            from engine import Engine
-            from engine.engine import Trade
-            from feeds._hotpath import Dispatch, FeedCounters
-            from feeds.cadenza_decode import KIND_BOOK, CadenzaDecoder, Channel
-            from feeds.sim.market import default_instruments
-            eng = Engine(bar_intervals=())
-            inst = next(i for i in default_instruments() if i.symbol == SYMBOL)
-            book = eng.add_instrument(inst)
-            eng.on_book(lambda b: None)
-            dec = CadenzaDecoder(None, Dispatch(eng, "bench", FeedCounters(n_frames + 16)), Trade, {})
-            chan = dec.add_channel(Channel(f"market:orderBook:{SYMBOL}", KIND_BOOK, inst, book))
-            chan.live = True
-            feed = dec.feed
-            t0 = time.perf_counter_ns()
-            for p in payloads:
-                feed(p, 0)
-            samples.append((time.perf_counter_ns() - t0) / len(payloads))
-            if _book_state(book) != {"bids": _levels(sim.burst_book[0]), "asks": _levels(sim.burst_book[1])}:
-                raise RuntimeError("in-process engine book differs from the simulator's burst book")
+            samples.append(_inprocess_engine(venue, info, before, burst))
         else:
-            pipe = _CadenzaPipeline({})
+            pipe = PIPELINES[venue](info)
+            if isinstance(pipe, _BinancePipeline):
+                pipe.load_snapshot(before[0])
+            else:
+                for p in before:
+                    pipe.handle(p.decode())
+            handle = pipe.handle
             t0 = time.perf_counter_ns()
-            for p in payloads:
-                pipe.handle(p.decode())
-            samples.append((time.perf_counter_ns() - t0) / len(payloads))
-    return {"ns": statistics.median(samples), "runs_ns": samples}
+            for p in burst:
+                handle(p.decode())
+            samples.append((time.perf_counter_ns() - t0) / len(burst))
+    return {"ns": statistics.median(samples), "runs_ns": samples, "total": len(burst)}
+
+
+def _inprocess_engine(venue: str, info: Json, before: list[bytes], burst: list[bytes]) -> float:
+    from engine import Engine
+    from feeds._hotpath import time_ns
+
+    async def main() -> float:
+        eng = Engine(bar_intervals=())
+        _add_default_instrument(eng, venue)
+        prog = _Progress(info["total"])
+        feed, state = VENUES[venue].engine(eng, info, prog)   # never started: no socket
+        v: Any = feed.venue
+        if venue == "cadenza":
+            for ch in v.channels:   # as after the subscribe replies
+                ch.live = True
+        if venue == "binance":
+            v.syncs[BINANCE_SYMBOL].feed(before[0])
+        sink = v.frame_sink
+        feed_one: Callable[[Any, int], None] = sink.feed if sink is not None else \
+            (lambda p, ns: v.on_frame(memoryview(p), ns))
+        if venue != "binance":
+            for p in before:
+                feed_one(p, time_ns())
+        t0 = time.perf_counter_ns()
+        for p in burst:
+            feed_one(p, 0)
+        ns = (time.perf_counter_ns() - t0) / len(burst)
+        _check_engine(venue, info, {"state": json.loads(json.dumps(state())), "gaps": feed.counters.gaps,
+                                    "decode_errors": feed.counters.decode_errors,
+                                    "callback_errors": feed.counters.callback_errors})
+        return ns
+
+    return asyncio.run(main())
 
 
 # ================================================================ driver
@@ -983,6 +1028,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
     parser.add_argument("--impl", action="append", choices=list(IMPLS), help="default: every client")
     parser.add_argument("--frames", type=int, default=None, help="burst size (binance: fixed by the recording)")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--no-inprocess", action="store_true", help="skip the no-socket cases")
     opts = parser.parse_args(rest)
     repeats = opts.repeats or (1 if args.quick else 3)
     impls = opts.impl or list(IMPLS)
@@ -1026,11 +1072,19 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
             line.append(f"load {load:.2f}")
             summary.append("; ".join(line))
             print(summary[-1], flush=True)
-    if opts.venue is None or "cadenza" in opts.venue:
-        n = opts.frames or (VENUES["cadenza"].quick_frames if args.quick else VENUES["cadenza"].frames)
-        for impl in ("engine", "json-sortedcontainers"):
-            res = run_isolated("benchmarks.feed", "bench_inprocess", {"n_frames": n, "impl": impl, "repeats": repeats})
-            records.append(Record("feed", f"cadenza in-process {n} book deltas (no socket)", impl, res["ns"],
-                                  ops=n, repeats=repeats, extra={"runs_ns": [round(x, 1) for x in res["runs_ns"]]}))
+    if not opts.no_inprocess:
+        for venue in opts.venue or list(VENUES):
+            spec = VENUES[venue]
+            n = opts.frames or (spec.quick_frames if args.quick else spec.frames)
+            by_impl = {}
+            for impl in ("engine", "json-python"):
+                res = run_isolated("benchmarks.feed", "bench_inprocess",
+                                   {"venue": venue, "n_frames": n, "impl": impl, "repeats": repeats})
+                by_impl[impl] = res["ns"]
+                records.append(Record("feed", f"{venue} in-process {res['total']} {spec.message} (no socket)", impl,
+                                      res["ns"], ops=res["total"], repeats=repeats,
+                                      extra={"runs_ns": [round(x, 1) for x in res["runs_ns"]]}))
+            summary.append(f"{venue} in-process: engine {by_impl['engine']:.0f} ns/msg; "
+                           f"{by_impl['json-python'] / by_impl['engine']:.2f}x json-python")
     print("\n".join(["engine vs peers (same run, medians):", *summary]))
     return records
