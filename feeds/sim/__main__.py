@@ -8,6 +8,8 @@
 Venues are discovered, not listed: every ``feeds/sim/<venue>.py`` module that defines
 ``from_cli(args: argparse.Namespace) -> SimServer`` is a choice (``args`` holds the
 common options below, and ``args.options`` the ``--set key=value`` pairs as strings).
+A simulator module without its own ``from_cli`` yet may have one in ``_FALLBACK`` below
+(the module's own always wins).
 
 Prints one JSON line on stdout once listening (``{"venue":..,"url":..,"port":..}``
 plus ``rest_url`` when the venue has one), then serves until SIGINT/SIGTERM or
@@ -31,16 +33,32 @@ from feeds.sim.server import SimServer
 BuildFn = Callable[[argparse.Namespace], SimServer]
 
 
+def _stream_from_cli(args: argparse.Namespace) -> SimServer:
+    """``python -m feeds.sim stream`` while feeds/sim/stream.py has no ``from_cli``:
+    ``--seed --token`` (the accepted apiKey) ``--ping`` (Engine.IO ping interval, s)
+    ``--interval --burst --burst-symbol --host --port``."""
+    from feeds.sim.stream import StreamSim
+    kw: dict[str, Any] = {}
+    if args.ping is not None:
+        kw["ping_interval_ms"] = int(args.ping * 1000)
+    return StreamSim(seed=args.seed, api_key=args.token, interval_s=0.01 if args.interval is None else args.interval,
+                     burst=args.burst, burst_symbol=args.burst_symbol, host=args.host, port=args.port, **kw)
+
+
+#: Builders for simulator modules that do not define ``from_cli`` themselves.
+_FALLBACK: dict[str, BuildFn] = {"stream": _stream_from_cli}
+
+
 def venues() -> dict[str, str]:
-    """{venue name: module name} of every simulator module with a ``from_cli``.
-    Modules are found by name and only the ones mentioning ``from_cli`` are listed,
-    so listing them imports nothing."""
+    """{venue name: module name} of every simulator module with a ``from_cli`` (its own,
+    or one in ``_FALLBACK``). Modules are found by name and only the ones mentioning
+    ``from_cli`` are listed, so listing them imports nothing."""
     found: dict[str, str] = {}
     for info in pkgutil.iter_modules(feeds.sim.__path__):
         if info.name.startswith("_") or info.name in ("server", "market"):
             continue
         source = Path(feeds.sim.__path__[0]) / f"{info.name}.py"
-        if source.is_file() and "def from_cli(" in source.read_text(encoding="utf-8"):
+        if source.is_file() and (info.name in _FALLBACK or "def from_cli(" in source.read_text(encoding="utf-8")):
             found[info.name] = f"feeds.sim.{info.name}"
     return found
 
@@ -71,7 +89,7 @@ def _parser(choices: list[str]) -> argparse.ArgumentParser:
 def build(args: argparse.Namespace) -> SimServer:
     """The simulator the parsed ``args`` describe (not started)."""
     module = importlib.import_module(venues()[args.venue])
-    from_cli: BuildFn = module.from_cli
+    from_cli: BuildFn = getattr(module, "from_cli", None) or _FALLBACK[args.venue]
     return from_cli(args)
 
 
