@@ -48,7 +48,7 @@ Method
   calls it (``frame_sink.feed`` in C, or the adapter's ``on_frame``) on an engine that
   never connects, its final state checked too; ``json-python`` is the websockets-json
   pipeline's per-message code without websockets. This is the decode/apply/callback
-  cost alone.
+  cost alone (GC off while timed, as harness.time_ns_per_op does).
 - Caveat: the sender shares the machine's 2 cores; when a consumer is faster than the
   sender, both run at the sender's pace and the ratio understates the consumer's
   headroom (the in-process case shows it).
@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
+import gc
 import json
 import os
 import re
@@ -67,7 +69,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from benchmarks.harness import Record, run_isolated
 
@@ -940,11 +942,24 @@ def bench_inprocess(venue: str, n_frames: int, impl: str, repeats: int) -> Json:
                 for p in before:
                     pipe.handle(p.decode())
             handle = pipe.handle
-            t0 = time.perf_counter_ns()
-            for p in burst:
-                handle(p.decode())
-            samples.append((time.perf_counter_ns() - t0) / len(burst))
+            with _gc_off():
+                t0 = time.perf_counter_ns()
+                for p in burst:
+                    handle(p.decode())
+                samples.append((time.perf_counter_ns() - t0) / len(burst))
     return {"ns": statistics.median(samples), "runs_ns": samples, "total": len(burst)}
+
+
+@contextlib.contextmanager
+def _gc_off() -> Iterator[None]:
+    """GC collected then off while timing, as ``harness.time_ns_per_op`` does: this
+    process also holds the simulator's objects, whose collection is not the client's."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _inprocess_engine(venue: str, info: Json, before: list[bytes], burst: list[bytes]) -> float:
@@ -968,10 +983,11 @@ def _inprocess_engine(venue: str, info: Json, before: list[bytes], burst: list[b
         if venue != "binance":
             for p in before:
                 feed_one(p, time_ns())
-        t0 = time.perf_counter_ns()
-        for p in burst:
-            feed_one(p, 0)
-        ns = (time.perf_counter_ns() - t0) / len(burst)
+        with _gc_off():
+            t0 = time.perf_counter_ns()
+            for p in burst:
+                feed_one(p, 0)
+            ns = (time.perf_counter_ns() - t0) / len(burst)
         _check_engine(venue, info, {"state": json.loads(json.dumps(state())), "gaps": feed.counters.gaps,
                                     "decode_errors": feed.counters.decode_errors,
                                     "callback_errors": feed.counters.callback_errors})
