@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from engine._core.account import ORDER_DTYPE, ORDER_ROW_SIZE, Account, Balance
+from engine._core.account import ORDER_DTYPE, ORDER_ROW_SIZE, Account, AccountBatch, Balance
 from engine._core.venue_fields import (
     parse_order_status as _parse_order_status,
     parse_order_type as _parse_order_type,
@@ -131,6 +131,7 @@ def parse_side(value: int | str) -> int:
 
 __all__ = [
     "Account",
+    "AccountBatch",
     "Balance",
     "ORDER_DTYPE",
     "ORDER_ROW_SIZE",

@@ -265,18 +265,27 @@ def test_stream_balances() -> None:
     assert full_state(acct) == before
 
 
-def test_remove_closed_orders_compacts() -> None:
+def test_remove_closed_orders_frees_slots_and_keeps_open_ones() -> None:
     acct = account()
     for i in range(6):
         acct.add_order(str(i), "ETHUSDT", Side.BID, 2, 100, status=S.NEW)
     for i in (0, 2, 5):
         acct.apply_order_event(str(i), OrderEvent.CANCELED)
+    slot4 = acct.order_slot("4")
     assert acct.remove_closed_orders() == 3
-    assert acct.order_ids_by_slot() == ["1", "3", "4"]
+    assert acct.order_ids_by_slot() == ["", "1", "", "3", "4", ""]
+    assert acct.order_slot("4") == slot4 and acct.order_count == 3
+    assert list(acct.orders()["slot"]) == [1, 3, 4]
     assert acct.apply_fill("4", 1, 100, 2)
+    with pytest.raises(OrderInputError, match="not in use"):
+        acct.apply_fill_slot(0, 2, 100, 1)
     acct._check_invariants()
     with pytest.raises(OrderInputError):
         acct.order("0")
+    # Freed slots are reused before the arrays grow.
+    assert {acct.add_order(f"n{i}", "ETHUSDT", Side.BID, 1, 100, status=S.NEW) for i in range(3)} == {0, 2, 5}
+    assert acct.add_order("n3", "ETHUSDT", Side.BID, 1, 100, status=S.NEW) == 6
+    acct._check_invariants()
 
 
 def test_seeded_random_account_against_reference() -> None:
@@ -377,3 +386,313 @@ def test_callbacks_may_add_orders_but_not_compact() -> None:
     assert seen_positions == [5]
     assert refused and "inside an account callback" in str(refused[0])
     acct._check_invariants()
+
+
+# ---- balances: int64 bounds (review item 2) --------------------------------------------
+
+def test_balances_out_of_int64_are_refused_whole_and_reported() -> None:
+    errors: list[Exception] = []
+    acct = account(feed_mode=True)
+    acct.set_callbacks(on_error=errors.append, on_balance=lambda a, b: pytest.fail("no balance may change"))
+    # available + reserved = 10**21 at 8 decimals: the derived total does not fit int64.
+    frame = [{"asset": "EUR", "total": "1", "available": "1"},
+             {"asset": "BTC", "available": "50000000000", "reserved": "50000000000"}]
+    assert acct.on_balances(frame) == 0
+    assert acct.balances() == {} and acct.error_count == 1 and len(errors) == 1
+    assert isinstance(errors[0], OrderInputError)
+    assert "'BTC'" in str(errors[0]) and "total 10000000000000000000" in str(errors[0])
+    assert "derived" in str(errors[0])
+    for item, field in [({"asset": "X", "total": 1 << 63, "available": 0}, "total"),
+                        ({"asset": "X", "total": 5, "available": -1}, "available"),
+                        ({"asset": "X", "available": 5, "reserved": (1 << 63) - 5}, "total"),
+                        ({"asset": "X", "total": "1", "available": "2"}, "reserved")]:
+        assert acct.on_balances([{"asset": "EUR", "total": "1", "available": "1"}, item]) == 0
+        assert f"'X': {field}" in str(errors[-1]) and isinstance(errors[-1], OrderInputError)
+    assert acct.balances() == {} and acct.error_count == 5
+    strict = account()
+    with pytest.raises(OrderInputError, match="'BTC': total"):
+        strict.on_balances(frame)
+    assert strict.balances() == {} and strict.error_count == 1
+    # The largest representable figures are accepted.
+    big = (1 << 63) - 1
+    assert strict.on_balances([{"asset": "BTC", "total": big, "available": big - 1}]) == 1
+    assert strict.balance("BTC")[:3] == (big, big - 1, 1)
+
+
+def test_balances_frame_notifies_after_every_balance_is_in() -> None:
+    acct = account()
+    seen: list[tuple[str, int, int]] = []
+    acct.set_callbacks(on_balance=lambda asset, b: seen.append(
+        (asset, acct.balance("EUR").total, acct.balance("BTC").total)))
+    assert acct.on_balances([{"asset": "EUR", "total": "1", "available": "1"},
+                             {"asset": "BTC", "total": "2", "available": "2"}]) == 2
+    assert seen == [("EUR", 10**8, 2 * 10**8), ("BTC", 10**8, 2 * 10**8)]
+
+
+# ---- fold by (filled - folded, cost - folded cost) (review item 6) ---------------------
+
+def test_openorders_fill_without_cost_waits_for_the_cost() -> None:
+    inst = Instrument("X", "1", "1")
+    acct = Account(instruments=[inst])
+    acct.on_openorders(modify=[{"id": "o1", "symbol": "X", "side": "buy", "price": 100, "state": "partial",
+                                "exec": 1, "resd": 1}])
+    assert (acct.position("X").qty_lots, acct.order("o1").filled_lots) == (0, 1)
+    acct.on_openorders(modify=[{"id": "o1", "state": "filled", "exec": 2, "resd": 0, "cost": 200}])
+    p = acct.position("X")
+    assert (p.qty_lots, p.avg_entry_price, p.entry_notional, acct.order("o1").cost) == (2, 100, 200, 200)
+    acct._check_invariants()
+
+
+def test_fold_refuses_lost_or_invented_lots() -> None:
+    inst = Instrument("X", "1", "1")
+    acct = Account(instruments=[inst])
+    acct.on_openorders(modify=[{"id": "o1", "symbol": "X", "side": "buy", "state": "partial", "exec": 2,
+                                "resd": 8, "cost": 200}])
+    before = full_state(acct)
+    bad = [
+        ({"id": "o1", "state": "partial", "exec": 3, "resd": 7, "cost": 150}, "cost went down"),
+        ({"id": "o1", "state": "partial", "exec": 2, "resd": 8, "cost": 250}, "no newly filled lots"),
+        ({"id": "o1", "state": "filled", "exec": 10, "resd": 0}, "cost was never"),
+    ]
+    for item, match in bad:
+        with pytest.raises(OrderInputError, match=match):
+            acct.on_openorders(modify=[item])
+        assert full_state(acct) == before
+    # Lots without a cost wait; a cancel would lose them, so it is refused.
+    acct.on_openorders(modify=[{"id": "o1", "state": "partial", "exec": 4, "resd": 6}])
+    assert acct.position("X").qty_lots == 2 and acct.order("o1").filled_lots == 4
+    mid = full_state(acct)
+    with pytest.raises(OrderInputError, match="2 filled lots whose cost"):
+        acct.on_openorders(cancel=[{"id": "o1"}])
+    assert full_state(acct) == mid
+    acct.on_openorders(modify=[{"id": "o1", "state": "partial", "exec": 5, "resd": 5, "cost": 530}])
+    p = acct.position("X")
+    assert (p.qty_lots, p.entry_notional) == (5, 530)
+    assert acct.on_openorders(cancel=[{"id": "o1"}]) == 1
+    acct._check_invariants()
+    # The same rules through apply_order_snapshot(fold_fills=True).
+    acct.add_order("o2", "X", Side.ASK, 4, 120, status=S.NEW)
+    assert acct.apply_order_snapshot("o2", S.PARTIALLY_FILLED, 4, 1, 120, fold_fills=True)
+    assert acct.position("X").qty_lots == 5
+    with pytest.raises(OrderInputError, match="cost was never"):
+        acct.apply_order_snapshot("o2", S.FILLED, 4, 4, 120, fold_fills=True)
+    assert acct.apply_order_snapshot("o2", S.FILLED, 4, 4, 120, cost=480, fold_fills=True)
+    assert acct.position("X").qty_lots == 1
+    with pytest.raises(OrderInputError, match="cost went down"):
+        acct.add_order("o3", "X", Side.ASK, 4, 120, status=S.NEW)
+        acct.apply_order_snapshot("o3", S.PARTIALLY_FILLED, 4, 1, 120, cost=120)
+        acct.apply_order_snapshot("o3", S.PARTIALLY_FILLED, 4, 2, 120, cost=100)
+    acct._check_invariants()
+
+
+def test_fold_matches_exact_cash_flow_on_random_updates() -> None:
+    """Random cumulative (exec, cost) updates, the cost often missing: after every frame
+    the position holds exactly the folded lots, and realized - entry notional equals
+    minus the signed folded cost (money is neither lost nor invented); with buys only,
+    the average entry is the Fraction of the summed cost over the summed lots."""
+    from fractions import Fraction
+
+    for seed, sides in ((1, (0,)), (2, (0, 1)), (3, (0, 1))):
+        rng = random.Random(seed)
+        inst = Instrument("X", "1", "1")
+        acct = Account(instruments=[inst])
+        state: dict[str, list[int]] = {}    # id -> [side, qty, exec, cost, folded_lots, folded_cost]
+        for n in range(400):
+            live = [k for k, v in state.items() if v[2] < v[1]]
+            if not live or rng.random() < 0.15:
+                oid = f"o{n}"
+                state[oid] = [rng.choice(sides), rng.randint(1, 40), 0, 0, 0, 0]
+                acct.on_openorders(modify=[{"id": oid, "symbol": "X", "side": "buy" if state[oid][0] == 0
+                                            else "sell", "state": "open", "exec": 0, "resd": state[oid][1],
+                                            "cost": 0}])
+                continue
+            oid = rng.choice(live)
+            v = state[oid]
+            add = rng.randint(1, v[1] - v[2])
+            v[2] += add
+            v[3] += add * rng.randint(90, 110)
+            with_cost = rng.random() < 0.5 or v[2] == v[1]
+            item: dict[str, Any] = {"id": oid, "state": "filled" if v[2] == v[1] else "partial",
+                                    "exec": v[2], "resd": v[1] - v[2]}
+            if with_cost:
+                item["cost"] = v[3]
+                v[4], v[5] = v[2], v[3]
+            acct.on_openorders(modify=[item])
+            lots = sum(x[4] if x[0] == 0 else -x[4] for x in state.values())
+            cash = sum(x[5] if x[0] == 0 else -x[5] for x in state.values())
+            p = acct.position("X")
+            assert p.qty_lots == lots and p.realized_pnl - p.entry_notional == -cash
+            assert acct.order(oid).filled_lots == v[2]
+            if sides == (0,) and lots:
+                assert p.avg_entry_price == Fraction(cash, lots)
+        acct._check_invariants()
+
+
+# ---- batches (review item 8) -----------------------------------------------------------
+
+def _batch_account(**kw: Any) -> tuple[Account, list[tuple[str, Any]]]:
+    acct = account(**kw)
+    acct.add_order("1", "BTCUSDT", Side.BID, 10, 100, status=S.NEW, client_id="c1")
+    acct.on_position_create("P1", "ETHUSDT", "InProgress", "2", "30")
+    acct.set_balance("USDT", 500, 500, 0, 2)
+    events: list[tuple[str, Any]] = []
+    acct.set_callbacks(on_order=lambda o: events.append(("order", o.order_id)),
+                       on_position=lambda p: events.append(("position", p.symbol)),
+                       on_balance=lambda a, b: events.append(("balance", a)),
+                       on_error=lambda e: events.append(("error", type(e).__name__)))
+    return acct, events
+
+
+def test_batch_commits_whole_and_notifies_after() -> None:
+    acct, events = _batch_account()
+    seen_state: list[tuple[int, int, int]] = []
+    acct.set_callbacks(on_order=lambda o: (events.append(("order", o.order_id)), seen_state.append(
+        (acct.order("1").filled_lots, acct.position("ETHUSDT").qty_lots, acct.balance("USDT").total))),
+        on_position=lambda p: events.append(("position", p.symbol)),
+        on_balance=lambda a, b: events.append(("balance", a)))
+    with acct.batch() as b:
+        assert acct.in_batch
+        assert acct.apply_fill("1", 1, 100, 3)
+        assert acct.apply_fill("1", 2, 101, 2)
+        assert acct.on_position_update("P1", "ETHUSDT", "InProgress", "5", "31")
+        assert acct.on_balances([{"asset": "USDT", "total": "7", "available": "7"}]) == 1
+        assert events == []            # nothing delivered inside the batch
+    assert b.applied and not acct.in_batch
+    # One notification per changed record, in first-change order, with the final state.
+    assert events == [("order", "1"), ("position", "BTCUSDT"), ("position", "ETHUSDT"), ("balance", "USDT")]
+    assert seen_state == [(5, 500, 7 * 10**8)]
+    assert acct.order("1").filled_lots == 5 and acct.fill_count == 2
+    acct._check_invariants()
+
+
+def test_refused_call_in_feed_mode_rolls_the_whole_batch_back() -> None:
+    acct, events = _batch_account(feed_mode=True)
+    acct.add_order("2", "BTCUSDT", Side.ASK, 4, 100, status=S.NEW)
+    acct.apply_order_event("2", OrderEvent.CANCELED)
+    assert acct.remove_closed_orders() == 1        # slot 1 becomes free: a new order reuses it
+    events.clear()
+    before = full_state(acct)
+    before_ids = (acct.order_ids_by_slot(), acct.order_capacity, acct.fill_count, acct.closed_order_count)
+    acct.begin_batch()
+    assert acct.apply_fill("1", 1, 100, 10)                                   # fills and closes "1"
+    assert acct.on_openorders(modify=[{"id": "s1", "symbol": "BTCUSDT", "side": "sell", "state": "partial",
+                                       "exec": 1, "resd": 1, "cost": 100, "clientId": "c1"},
+                                      {"id": "s2", "symbol": "BTCUSDT", "side": "sell", "state": "open",
+                                       "exec": 0, "resd": 1, "cost": 0}]) == 2    # reuses slot 1, appends
+    assert acct.on_position_update("P1", "ETHUSDT", "Completed", "0")
+    assert acct.on_position_create("P2", "ETHUSDT", "InProgress", "1", "40")
+    assert acct.on_balances([{"asset": "USDT", "total": "1", "available": "1"},
+                             {"asset": "EUR", "total": "2", "available": "2"}]) == 2   # a new asset
+    assert acct.set_position_status("BTCUSDT", PositionStatus.FINISHING)
+    assert acct.order_by_client_id("c1").order_id == "s1"
+    assert acct.apply_fill("1", 9, 100, 1) is False                           # refused: closed
+    assert acct.commit_batch() == 0
+    assert full_state(acct) == before
+    assert (acct.order_ids_by_slot(), acct.order_capacity, acct.fill_count, acct.closed_order_count) == before_ids
+    assert acct.order_by_client_id("c1").order_id == "1"
+    with pytest.raises(OrderInputError):
+        acct.order("s1")
+    with pytest.raises(OrderInputError):
+        acct.balance("EUR")
+    assert acct.on_position_update("P2", "ETHUSDT", "InProgress", "1", "40") is False   # P2 unknown again
+    assert events == [("error", "InvalidTransition"), ("error", "OrderInputError")]
+    acct._check_invariants()
+    # The account works normally afterwards, reusing the same free slot.
+    assert acct.add_order("n", "BTCUSDT", Side.BID, 1, 100, status=S.NEW) == 1
+    acct._check_invariants()
+
+
+def test_exception_in_batch_body_rolls_back_and_propagates() -> None:
+    acct, events = _batch_account()
+    events.clear()
+    before = full_state(acct)
+    with pytest.raises(InvalidTransition):
+        with acct.batch():
+            acct.apply_fill("1", 1, 100, 4)
+            acct.on_position_update("P1", "ETHUSDT", "Created", "1", "1")     # IN_PROGRESS -> CREATED
+    assert full_state(acct) == before and not acct.in_batch and events == []
+    with pytest.raises(ZeroDivisionError):
+        with acct.batch():
+            acct.apply_fill("1", 1, 100, 4)
+            1 / 0
+    assert full_state(acct) == before and events == []
+    with acct.batch() as b:
+        pass
+    assert b.applied and events == []
+
+
+def test_batch_misuse_is_refused() -> None:
+    acct, _ = _batch_account()
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="without an open batch"):
+        acct.commit_batch()
+    with pytest.raises(EngineError, match="without an open batch"):
+        acct.abort_batch()
+    acct.begin_batch()
+    with pytest.raises(EngineError, match="do not nest"):
+        acct.begin_batch()
+    with pytest.raises(EngineError, match="inside a batch"):
+        acct.remove_closed_orders()
+    acct.apply_fill("1", 1, 100, 4)
+    assert acct.abort_batch() == 0
+    assert acct.order("1").filled_lots == 0 and acct.position("BTCUSDT").qty_lots == 0
+
+
+# ---- retention of closed orders (review item 11) ---------------------------------------
+
+def test_retention_keeps_the_newest_closed_orders_and_slots_flat() -> None:
+    acct = Account(instruments=[btc()], max_closed_orders=100)
+    assert acct.max_closed_orders == 100 and Account().max_closed_orders == 10_000
+    acct.add_order("keep", "BTCUSDT", Side.BID, 5, 100, status=S.NEW)
+    n = 1_000_000
+    chunk = 50_000
+    caps = []
+    for start in range(0, n, chunk):
+        # Each lifecycle: add, fill completely (closes), through the public API.
+        for i in range(start, start + chunk):
+            oid = str(i)
+            acct.add_order(oid, "BTCUSDT", i & 1, 2, 100, status=S.NEW)
+            acct.apply_fill(oid, i + 1, 100, 2)
+        caps.append(acct.order_capacity)
+    assert max(caps) == caps[0] <= 256
+    assert 100 <= acct.closed_order_count <= 100 + 100 // 8 + 1
+    assert acct.pruned_count == n - acct.closed_order_count
+    assert acct.order("keep").status == S.NEW                  # open orders are never pruned
+    assert acct.order(str(n - 1)).status == S.FILLED           # the newest closed are kept
+    assert acct.order(str(n - 100)).status == S.FILLED
+    with pytest.raises(OrderInputError):
+        acct.order(str(n - 200))
+    assert acct.position("BTCUSDT").qty_lots == 0 and acct.fill_count == n
+    acct._check_invariants()
+
+
+def test_retention_never_prunes_inside_a_callback() -> None:
+    acct = Account(instruments=[btc()], max_closed_orders=0)
+    seen: list[str] = []
+
+    def on_order(o: Order) -> None:
+        # Inside the callback every order closed so far is still readable by id.
+        for oid in seen:
+            assert acct.order(oid).status == S.FILLED
+        if o.is_closed:
+            seen.append(o.order_id)
+            if len(seen) < 5:
+                nxt = f"o{len(seen)}"
+                acct.add_order(nxt, "BTCUSDT", Side.BID, 1, 100, status=S.NEW)
+                acct.apply_fill(nxt, len(seen) + 1, 100, 1)
+
+    acct.set_callbacks(on_order=on_order)
+    acct.add_order("o0", "BTCUSDT", Side.BID, 1, 100, status=S.NEW)
+    acct.apply_fill("o0", 1, 100, 1)
+    assert seen == ["o0", "o1", "o2", "o3", "o4"]
+    # The outermost call pruned them all once its callbacks were done.
+    assert acct.closed_order_count == 0 and acct.order_count == 0
+    acct._check_invariants()
+    unbounded = Account(instruments=[btc()], max_closed_orders=None)
+    for i in range(50):
+        unbounded.add_order(str(i), "BTCUSDT", Side.BID, 1, 100, status=S.NEW)
+        unbounded.apply_order_event(str(i), OrderEvent.CANCELED)
+    assert unbounded.closed_order_count == 50 and unbounded.max_closed_orders == -1
+    with pytest.raises(OrderInputError, match="max_closed_orders"):
+        Account(max_closed_orders=-1)
