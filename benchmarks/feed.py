@@ -1092,14 +1092,19 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
         for venue in opts.venue or list(VENUES):
             spec = VENUES[venue]
             n = opts.frames or (spec.quick_frames if args.quick else spec.frames)
-            by_impl = {}
-            for impl in ("engine", "json-python"):
-                res = run_isolated("benchmarks.feed", "bench_inprocess",
-                                   {"venue": venue, "n_frames": n, "impl": impl, "repeats": repeats})
-                by_impl[impl] = res["ns"]
-                records.append(Record("feed", f"{venue} in-process {res['total']} {spec.message} (no socket)", impl,
-                                      res["ns"], ops=res["total"], repeats=repeats,
-                                      extra={"runs_ns": [round(x, 1) for x in res["runs_ns"]]}))
+            ns_runs: dict[str, list[float]] = {"engine": [], "json-python": []}
+            total = 0
+            for _ in range(repeats):        # one process per run, interleaved like the socket runs
+                for impl, got in ns_runs.items():
+                    res = run_isolated("benchmarks.feed", "bench_inprocess",
+                                       {"venue": venue, "n_frames": n, "impl": impl, "repeats": 1})
+                    got.extend(res["runs_ns"])
+                    total = res["total"]
+            by_impl = {impl: statistics.median(got) for impl, got in ns_runs.items()}
+            for impl, got in ns_runs.items():
+                records.append(Record("feed", f"{venue} in-process {total} {spec.message} (no socket)", impl,
+                                      by_impl[impl], ops=total, repeats=repeats,
+                                      extra={"runs_ns": [round(x, 1) for x in got]}))
             summary.append(f"{venue} in-process: engine {by_impl['engine']:.0f} ns/msg; "
                            f"{by_impl['json-python'] / by_impl['engine']:.2f}x json-python")
     print("\n".join(["engine vs peers (same run, medians):", *summary]))
