@@ -453,6 +453,8 @@ def test_fold_refuses_lost_or_invented_lots() -> None:
         ({"id": "o1", "state": "partial", "exec": 3, "resd": 7, "cost": 150}, "cost went down"),
         ({"id": "o1", "state": "partial", "exec": 2, "resd": 8, "cost": 250}, "no newly filled lots"),
         ({"id": "o1", "state": "filled", "exec": 10, "resd": 0}, "cost was never"),
+        ({"id": "o1", "state": "partial", "exec": 3, "resd": 7, "cost": -1}, "cost -1 is negative"),
+        ({"id": "o1", "state": "partial", "exec": 3, "resd": 7, "cost": "-5"}, "cost .-5. is negative"),
     ]
     for item, match in bad:
         with pytest.raises(OrderInputError, match=match):
@@ -663,6 +665,7 @@ def test_retention_keeps_the_newest_closed_orders_and_slots_flat() -> None:
     assert acct.order(str(n - 100)).status == S.FILLED
     with pytest.raises(OrderInputError):
         acct.order(str(n - 200))
+    assert acct.has_order(str(n - 1)) and acct.has_order("keep") and not acct.has_order(str(n - 200))
     assert acct.position("BTCUSDT").qty_lots == 0 and acct.fill_count == n
     acct._check_invariants()
 
@@ -696,3 +699,15 @@ def test_retention_never_prunes_inside_a_callback() -> None:
     assert unbounded.closed_order_count == 50 and unbounded.max_closed_orders == -1
     with pytest.raises(OrderInputError, match="max_closed_orders"):
         Account(max_closed_orders=-1)
+
+
+def test_batch_defers_pruning_until_commit() -> None:
+    acct = Account(instruments=[btc()], max_closed_orders=0)
+    with acct.batch() as b:
+        for i in range(3):
+            acct.add_order(str(i), "BTCUSDT", Side.BID, 1, 100, status=S.NEW)
+            assert acct.apply_fill(str(i), i + 1, 100, 1)
+        assert acct.closed_order_count == 3 and all(acct.has_order(str(i)) for i in range(3))
+    assert b.applied and acct.closed_order_count == 0 and acct.order_count == 0
+    assert acct.position("BTCUSDT").qty_lots == 3
+    acct._check_invariants()

@@ -1117,6 +1117,8 @@ cdef class Account:
                 f = lots_field(inst, item_field(item, "exec"), "exec")
                 q = f + lots_field(inst, item_field(item, "resd"), "resd")
                 cost = quote_units_any(inst, item["cost"], "cost") if "cost" in item else -1
+                if cost < 0 and "cost" in item:
+                    raise OrderInputError(f"order {oid!r}: cost {item['cost']!r} is negative")
                 seq = item.get("seq", 0)
                 ts = item.get("ts", ts_ns)
                 if tmp is None:
