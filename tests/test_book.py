@@ -331,3 +331,279 @@ def test_large_book_stays_consistent(inst: Instrument) -> None:
     assert b.bid_count == b.ask_count == 40_000
     assert b.bbo() == (40_000, 1, 100_001, 1)
     b._check_invariants()
+
+
+# --- block layout: deep books, structure changes, views across them ---------------
+
+
+def _ref_levels(d: dict[int, int], side: int) -> list[tuple[int, int]]:
+    items = sorted(d.items(), reverse=side == BID)
+    return items
+
+
+def _levels(arr: np.ndarray) -> list[tuple[int, int]]:
+    return list(zip(arr["price"].tolist(), arr["qty"].tolist()))
+
+
+def _ref_set(ref: list[dict[int, int]], side: int, price: int, qty: int) -> None:
+    if qty:
+        ref[side][price] = qty
+    else:
+        ref[side].pop(price, None)
+
+
+def test_deep_random_changes_match_a_reference(inst: Instrument) -> None:
+    """Inserts and deletes at every depth of books of ~20,000 levels a side: splits,
+    merges and borrowing between blocks, checked against a dict after every batch."""
+    rng = np.random.default_rng(11)
+    b = OrderBook(inst)
+    ref: list[dict[int, int]] = [{}, {}]
+    mid = 1_000_000
+    for round_ in range(40):
+        n = 4000
+        sides = rng.integers(0, 2, n).astype(np.int8)
+        # Rounds alternate between growing, thinning and churning at uniform depth.
+        p_delete = (0.05, 0.7, 0.3, 0.5)[round_ % 4]
+        dist = rng.integers(1, 40_000, n)
+        prices = np.where(sides == 0, mid - dist, mid + dist)
+        qtys = np.where(rng.random(n) < p_delete, 0, rng.integers(1, 1000, n))
+        b.apply(sides, prices, qtys)
+        for s, p, q in zip(sides.tolist(), prices.tolist(), qtys.tolist()):
+            _ref_set(ref, s, p, q)
+        b._check_invariants()
+        assert b.bid_count == len(ref[0]) and b.ask_count == len(ref[1])
+        if round_ % 8 == 7:
+            assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+            assert _levels(b.asks()) == _ref_levels(ref[1], ASK)
+            k = int(rng.integers(0, b.bid_count))
+            assert b.level(BID, k) == _ref_levels(ref[0], BID)[k]
+    # Single sets at every depth, and reads through the block index.
+    for _ in range(3000):
+        s = int(rng.integers(0, 2))
+        p = mid - int(rng.integers(1, 40_000)) if s == 0 else mid + int(rng.integers(1, 40_000))
+        q = 0 if rng.random() < 0.5 else int(rng.integers(1, 1000))
+        b.set(s, p, q)
+        _ref_set(ref, s, p, q)
+        assert b.qty_at(s, p) == q
+    b._check_invariants()
+    assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+    assert _levels(b.asks()) == _ref_levels(ref[1], ASK)
+    top = _ref_levels(ref[1], ASK)
+    assert b.fill_cost(BID, sum(q for _, q in top[:300])) == (
+        sum(q for _, q in top[:300]), sum(p * q for p, q in top[:300]), top[299][0])
+    # Thin the book to nothing: every block is released.
+    b.apply(np.zeros(len(ref[0]), np.int8), np.array(list(ref[0]), np.int64), np.zeros(len(ref[0]), np.int64))
+    assert b.bid_count == 0 and b.best_bid() is None
+    b._check_invariants()
+
+
+def test_memory_bytes_per_level_is_bounded(inst: Instrument) -> None:
+    b = OrderBook(inst)
+    n = 20_000
+    b.apply_snapshot(np.arange(n, 0, -1), np.ones(n, np.int64), np.arange(n + 1, 2 * n + 1), np.ones(n, np.int64))
+    # 16-byte levels in blocks three quarters full (~21.4 bytes), plus index and journal.
+    assert b.memory_bytes() / len(b) < 26
+    held = b.memory_bytes()
+    # Deleted levels' blocks are reused: thinning and refilling takes no new memory.
+    for p in range(1, n - 100):
+        b.set(BID, p, 0)
+    b._check_invariants()
+    for p in range(1, n - 100):
+        b.set(BID, p, 2)
+    b._check_invariants()
+    assert b.memory_bytes() == held
+
+
+def test_zero_copy_view_gathers_the_top_levels(inst: Instrument) -> None:
+    b = OrderBook(inst)
+    n = 3000
+    b.apply_snapshot(np.arange(n, 0, -1), np.arange(1, n + 1), [n + 1], [1])
+    for k in (1, 10, 100, 200, 1000, n):
+        view = b.bids(k, copy=False)
+        assert _levels(view) == _levels(b.bids(k))
+        assert not view.flags.writeable
+        b._check_invariants()
+        del view
+    assert b.live_views == 0
+    # A deep change in the gathered block returns it to standard blocks.
+    b.set(BID, 5, 0)
+    b.set(BID, 5, 7)
+    b._check_invariants()
+    assert b.level(BID, n - 5) == (5, 7)
+
+
+def test_views_alive_refuse_gathering_and_new_memory(inst: Instrument) -> None:
+    b = OrderBook(inst)
+    n = 2000
+    b.apply_snapshot(np.arange(n, 0, -1) * 2, np.ones(n, np.int64), [10 * n], [1])
+    view = b.bids(10, copy=False)
+    assert _levels(view)[0] == (2 * n, 1)
+    assert _levels(b.bids(10, copy=False)) == _levels(view)  # already contiguous: allowed
+    with pytest.raises(BufferError, match="not contiguous"):
+        b.bids(500, copy=False)
+    before = state(b)
+    # Filling the gaps between levels needs new blocks: refused, whole or nothing,
+    # including when the refusal comes half-way through a batch.
+    gaps = np.arange(1, 2 * n, 2)
+    with pytest.raises(BufferError, match="view"):
+        b.apply(np.zeros(len(gaps), np.int8), gaps, np.ones(len(gaps), np.int64))
+    assert state(b) == before
+    b._check_invariants()
+    with pytest.raises(BufferError):
+        b.apply_snapshot(np.arange(3 * n, 0, -1) * 2, np.ones(3 * n, np.int64), [20 * n], [1])
+    assert state(b) == before
+    # Changes that need no new memory are fine: deletes (merges), then re-inserts that
+    # reuse the released blocks.
+    some = np.arange(2, 2 * n, 4)
+    b.apply(np.zeros(len(some), np.int8), some, np.zeros(len(some), np.int64))
+    b.apply(np.zeros(len(some), np.int8), some, np.full(len(some), 3, np.int64))
+    b._check_invariants()
+    assert b.qty_at(BID, 2) == 3 and b.bid_count == n
+    del view
+    gc.collect()
+    b.apply(np.zeros(len(gaps), np.int8), gaps, np.ones(len(gaps), np.int64))
+    assert b.bid_count == 2 * n
+    b._check_invariants()
+
+
+def test_released_memory_outlives_views(inst: Instrument) -> None:
+    """A gathered block a view points into is parked, not freed, when the book lets
+    go of it (clear, snapshot, deletes), and freed once the last view is gone."""
+    b = OrderBook(inst)
+    n = 1000
+    b.apply_snapshot(np.arange(n, 0, -1), np.arange(1, n + 1), [n + 1], [1])
+    view = b.bids(n, copy=False)  # one large block
+    other = b.asks(copy=False)
+    assert _levels(view) == _levels(b.bids())
+    b.clear()
+    held = b.memory_bytes()
+    b._check_invariants()
+    # The memory is still there (clear changes no level data it did not release).
+    assert len(view) == n
+    b.apply_snapshot([5, 4], [1, 1], [6], [1])
+    b.set(BID, 3, 1)
+    b._check_invariants()
+    assert b.memory_bytes() >= held
+    del view
+    gc.collect()
+    assert b.live_views == 1
+    b._check_invariants()
+    del other
+    gc.collect()
+    assert b.live_views == 0
+    b._check_invariants()
+    assert b.memory_bytes() < held  # the parked block was freed
+
+
+def test_max_depth_and_prune_across_blocks(inst: Instrument) -> None:
+    rng = np.random.default_rng(3)
+    b = OrderBook(inst, max_depth=300)
+    prices = rng.permutation(5000) + 1
+    b.apply(np.zeros(5000, np.int8), prices, np.ones(5000, np.int64))
+    assert b.bids()["price"].tolist() == list(range(5000, 4700, -1))
+    b._check_invariants()
+    p = OrderBook(inst, cross_policy=CrossPolicy.PRUNE)
+    p.apply_snapshot([1], [1], np.arange(2, 3002), np.ones(3000, np.int64))
+    p.set(BID, 2500, 1)  # crosses 2,499 asks spread over many blocks
+    assert p.pruned_levels == 2499 and p.ask_count == 501
+    assert p.best_ask() == (2501, 1)
+    p._check_invariants()
+
+
+def test_gathered_block_shrinks_and_takes_spilled_levels(inst: Instrument) -> None:
+    """A large top block (gathered for a view) that lost most of its levels, above a
+    block that overflows: at most half a block spills into it."""
+    b = OrderBook(inst)
+    n = 3000
+    prices = np.arange(n, 0, -1) * 2  # even prices: room for inserts between them
+    b.apply_snapshot(prices, np.ones(n, np.int64), [10 * n], [1])
+    view = b.bids(1000, copy=False)  # gathers ~1,030 levels into one block
+    del view
+    for p in range(2 * n, 2 * n - 1900, -2):  # the best 950 go: deletes at the touch
+        b.set(BID, p, 0)
+    b._check_invariants()
+    top_price = b.level(BID, 0)[0]
+    # Fill the gaps below the large block's levels: the block under it overflows.
+    start = b.level(BID, 100)[0]
+    for p in range(start - 1, start - 701, -2):
+        b.set(BID, p, 5)
+        b._check_invariants()
+    assert b.level(BID, 0)[0] == top_price and b.qty_at(BID, start - 1) == 5
+    assert b.bid_count == n - 950 + 350
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_structure_changes_with_views(inst: Instrument, seed: int) -> None:
+    """Random sets at every depth, batches, snapshots, clears and zero-copy exports of
+    any size (gathering blocks), with views sometimes held across changes; invariants
+    after every step, contents against a dict. A refused change (BufferError while a
+    view is alive) must leave the book as it was."""
+    rng = np.random.default_rng(seed)
+    b = OrderBook(inst)
+    ref: list[dict[int, int]] = [{}, {}]
+    held: list[np.ndarray] = []
+    refused = 0
+    for step in range(6000):
+        r = rng.random()
+        side = int(rng.integers(0, 2))
+        depth = int(rng.integers(1, 3000)) if rng.random() < 0.5 else int(rng.geometric(0.05))
+        price = 5000 - depth if side == 0 else 5000 + depth
+        before = (b.bids().tobytes(), b.asks().tobytes())
+        try:
+            if r < 0.75:
+                qty = 0 if rng.random() < 0.4 else int(rng.integers(1, 100))
+                b.set(side, price, qty)
+                _ref_set(ref, side, price, qty)
+            elif r < 0.85:
+                k = int(rng.integers(1, 400))
+                sides = np.full(k, side, np.int8)
+                d = rng.integers(1, 3000, k)
+                ps = 5000 - d if side == 0 else 5000 + d
+                qs = np.where(rng.random(k) < 0.4, 0, rng.integers(1, 100, k))
+                b.apply(sides, ps, qs)
+                for p, q in zip(ps.tolist(), qs.tolist()):
+                    _ref_set(ref, side, p, q)
+            elif r < 0.95:
+                k = int(rng.choice([1, 10, 100, 129, 300, 1000, 5000]))
+                view = (b.bids if side == 0 else b.asks)(k, copy=False)
+                assert _levels(view) == _ref_levels(ref[side], side)[:k]
+                if rng.random() < 0.3:
+                    held.append(view)
+                elif k >= 300 and rng.random() < 0.5:
+                    # Thin the gathered block from the touch: a large block with room.
+                    top = view["price"][: k * 4 // 5].copy()
+                    del view
+                    b.apply(np.full(len(top), side, np.int8), top, np.zeros(len(top), np.int64))
+                    for p in top.tolist():
+                        ref[side].pop(p, None)
+                view = None
+            elif r < 0.97:
+                held.clear()
+                gc.collect()
+            elif r < 0.99:
+                nb, na = int(rng.integers(0, 2500)), int(rng.integers(0, 2500))
+                bp = 4999 - rng.choice(3000, nb, replace=False)
+                ap = 5001 + rng.choice(3000, na, replace=False)
+                bq, aq = rng.integers(1, 100, nb), rng.integers(1, 100, na)
+                b.apply_snapshot(bp, bq, ap, aq)
+                ref = [dict(zip(bp.tolist(), bq.tolist())), dict(zip(ap.tolist(), aq.tolist()))]
+            else:
+                b.clear()
+                ref = [{}, {}]
+        except BufferError:
+            assert held, "BufferError without a live view"
+            assert (b.bids().tobytes(), b.asks().tobytes()) == before
+            refused += 1
+        except BookCrossedError:
+            assert (b.bids().tobytes(), b.asks().tobytes()) == before
+        b._check_invariants()
+        if step % 500 == 0:
+            assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+            assert _levels(b.asks()) == _ref_levels(ref[1], ASK)
+    assert refused > 0  # the refusals were exercised too
+    held.clear()
+    gc.collect()
+    assert b.live_views == 0
+    b._check_invariants()
+    assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+    assert _levels(b.asks()) == _ref_levels(ref[1], ASK)

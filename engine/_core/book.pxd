@@ -5,16 +5,43 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from engine._core.types cimport Level, LevelUpdate
 from engine._core.instrument cimport Instrument
 
-# One side of the book. Memory: `buf` is owned by the OrderBook (PyMem_Malloc'd,
-# freed in __dealloc__); levels live in buf[lo:hi], sorted worst first, so the best
-# level is buf[hi - 1] and changes near the touch move only the few levels above them.
-# Free room is kept at both ends, so an insert shifts whichever part is shorter.
-ctypedef struct BookSide:
-    Level* buf
-    Py_ssize_t lo
-    Py_ssize_t hi
+# Level memory comes in blocks: a block is an array of `capacity` Level structs holding
+# `count` levels in levels[0:count], sorted worst first. Blocks are owned by their
+# OrderBook (see BlockPool for where they come from and when they are freed: never
+# while a zero-copy view is alive). A standard block holds BLOCK_LEVELS (128) levels;
+# a larger one exists only when a zero-copy export needed more contiguous levels.
+ctypedef struct Block:
+    Level* levels
+    Py_ssize_t count
     Py_ssize_t capacity
+
+# One side of the book: a sorted sequence of non-empty blocks, worst first, so the best
+# level is the last level of the last block. `blocks` and `tops` (tops[j] is the best
+# price in blocks[j], kept for a cache-friendly search) are PyMem_RawMalloc'd arrays of
+# `slots` entries owned by the OrderBook; they hold no level data, so they may be
+# reallocated at any time.
+ctypedef struct BookSide:
+    Block* blocks
+    int64_t* tops
+    Py_ssize_t nblocks
+    Py_ssize_t slots
+    Py_ssize_t count      # levels on this side
     bint is_bid
+
+# The OrderBook's block memory. Standard blocks are carved from slabs (one
+# PyMem_RawMalloc each, linked through a header Level, freed with the book); a free
+# standard block waits on the spare list, linked through its first Level. A larger
+# block is its own allocation, freed when released, or `parked` (linked the same way)
+# while a view is alive and freed when the last view goes.
+ctypedef struct BlockPool:
+    Level* slabs
+    Level* spare
+    Py_ssize_t spare_count
+    Level* parked
+    Py_ssize_t slab_levels    # capacity of all slabs, in levels
+    Py_ssize_t large_levels   # capacity of the larger blocks (held or parked)
+    Py_ssize_t exports        # live zero-copy views: no free, and no new block, while > 0
+    bint rolling_back         # an undo may take new blocks even while views are alive
 
 # Undo record for whole-or-nothing batches.
 ctypedef struct JournalEntry:
@@ -42,7 +69,7 @@ cdef class OrderBook:
     cdef readonly int cross_policy     # CrossPolicyCode
     cdef readonly Py_ssize_t max_depth # levels kept per side; 0: unlimited
     cdef readonly uint64_t pruned_levels  # stale levels removed under CROSS_PRUNE
-    cdef Py_ssize_t exports            # live zero-copy views; no reallocation while > 0
+    cdef BlockPool pool                # block memory and live-view count (see BlockPool)
     # bbo() returns the same tuple while the top of book is unchanged.
     cdef tuple bbo_cache
     cdef Level bbo_key[2]
@@ -57,18 +84,20 @@ cdef class OrderBook:
     cdef Py_ssize_t level_count_c(self, int side) noexcept nogil
 
     # --- internals (declared here because Cython requires it) ---
-    cdef int _reserve(self, int side, Py_ssize_t extra) except -1
-    cdef int _reserve_total(self, int side, Py_ssize_t need) except -1
+    cdef int _reserve_blocks(self, Py_ssize_t need) except -1
     cdef int _reserve_journal(self, Py_ssize_t n) except -1
+    cdef int _replace_sorted(self, Level* bids, const LevelUpdate* levels, Py_ssize_t n) except -1
+    cdef int _raise_status(self, int status) except -1
     cdef bint _crossed(self) noexcept nogil
     cdef Py_ssize_t _prune_crossed(self, int fresh_side) noexcept nogil
     cdef void _trim_depth(self) noexcept nogil
     cdef Py_ssize_t _sorted_side(self, const LevelUpdate* levels, Py_ssize_t n, int side, Level* out) noexcept nogil
-    cdef void _load_side(self, int side, const Level* src, Py_ssize_t n) noexcept nogil
-    cdef int _begin_batch(self, Py_ssize_t n_bid, Py_ssize_t n_ask, Py_ssize_t n) except -1
-    cdef void _journaled_write(self, Py_ssize_t i, int side, int64_t price_ticks, int64_t qty_lots) noexcept nogil
-    cdef void _rollback(self, Py_ssize_t n) noexcept nogil
+    cdef int _begin_batch(self, Py_ssize_t n) except -1
+    cdef int _journaled_write(self, Py_ssize_t i, int side, int64_t price_ticks, int64_t qty_lots) noexcept nogil
+    cdef int _rollback(self, Py_ssize_t n) except -1
+    cdef int _abort_batch(self, Py_ssize_t n, int status) except -1
     cdef int _finish_batch(self, Py_ssize_t n) except -1
     cdef int _raise_crossed_batch(self, Py_ssize_t n) except -1
     cdef bint _batch_crosses_itself(self, Py_ssize_t n, int fresh_side) noexcept nogil
+    cdef int _contiguous_top(self, int side, Py_ssize_t k) except -1
     cdef object _export(self, int side, object n, bint copy)

@@ -1,27 +1,42 @@
 # cython: binding=False
 """Integer-tick L2 order book held in typed memory.
 
-Layout (see book.pxd): each side is one contiguous array of ``Level`` structs sorted
-worst first, so the best level sits at the high end. Free room is kept at both ends;
-an insert or delete shifts whichever part of the array is shorter. Lookups gallop
-down from the touch, then binary-search.
+Layout (see book.pxd): each side is a sorted sequence of blocks, worst first. A block
+is a C array of up to ``BLOCK_LEVELS`` ``Level`` structs sorted worst first, so the
+best level is the last level of the last block. Each block's best price is also kept
+in a contiguous array (``tops``), searched by galloping down from the touch and then a
+branchless binary search; within a block, a branchless binary search (in the top block
+the window is bounded by the tick distance from the best). A full block splits in two;
+a block that falls below a quarter full merges with, or borrows from, a neighbour.
 
-Complexity, with ``d`` the number of levels better than the price touched and ``n``
-the levels on that side: find O(log d); insert/delete O(log d + min(d, n - d));
+Complexity, with ``n`` the levels on a side, ``B = BLOCK_LEVELS`` and ``d`` the levels
+better than the price touched: find O(log d); insert/delete O(log n + B) at any depth,
+and O(log d + d) within the top block, so changes near the touch stay O(1) amortised;
 size change at an existing level O(log d); best level O(1); top-k export O(k).
-So changes near the touch are O(1) amortised, and changes near the far end are cheap
-too (they shift the short worse part).
+
+Memory: standard blocks are carved from slabs, each half of what is held (so a
+growing book allocates O(log n) times), and recycled through a spare list, so the
+steady state allocates nothing; like a vector's capacity, slabs track the deepest book
+seen and are freed with the book. About 22 bytes a level at the load fill. Zero-copy views need the top ``k`` levels contiguous: the top
+block is topped up from the blocks below it, or (``k > B``) the top blocks are gathered
+into one larger block, which goes back to standard blocks on the first change that
+would have to shift more than ``B`` of its levels.
+
+Memory-safety rule: while a zero-copy view is alive no level memory is freed or
+reallocated (released blocks become spares, larger ones are parked until the last view
+goes), no new level memory is taken (``BufferError`` on an update that would need it),
+and no export may gather levels (``BufferError``).
 
 Whole or nothing: a batch is journaled (side, price, previous size) and rolled back
-when it fails (a crossed result under ``CROSS_RAISE``); input is validated before
-anything is touched. Capacity for a batch is reserved before its first change, so a
-batch never reallocates half-way.
+when it fails (a crossed result under ``CROSS_RAISE``, or a new block it cannot get);
+input is validated before anything is touched.
 """
 from cpython.ref cimport Py_INCREF, PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.string cimport memmove, memcpy
 from libc.stdlib cimport qsort
-from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t, intptr_t
 
 cimport cython
 cimport numpy as cnp
@@ -54,13 +69,95 @@ cdef extern from "numpy/arrayobject.h":
 #: numpy dtype mirroring the C ``Level`` struct (test_book checks the sizes match).
 LEVEL_DTYPE = np.dtype([("price", "<i8"), ("qty", "<i8")])
 cdef cnp.dtype _LEVEL_DTYPE = LEVEL_DTYPE
+# Where an empty zero-copy view points (numpy wants a non-NULL data pointer).
+cdef Level _NO_LEVEL
 
 cdef enum:
-    INITIAL_CAPACITY = 64
+    BLOCK_LEVELS = 128                    # capacity of a standard block
+    BLOCK_FILL = BLOCK_LEVELS * 3 // 4    # fill of loaded blocks; largest merge result
+    BLOCK_LOW = BLOCK_LEVELS // 4         # a smaller block merges or borrows
+    BLOCK_SPILL = BLOCK_LEVELS // 8       # room a neighbour needs to take levels from a full block
+    INITIAL_SPARE = 2
+    INITIAL_SLOTS = 4
+    LEVEL_STRIDE = 2                      # int64 fields in a Level: its prices' stride
+
+# Status of the nogil side operations; OrderBook._raise_status turns it into an error.
+cdef enum:
+    BK_OK = 0
+    BK_NO_MEMORY = 1      # malloc failed (MemoryError)
+    BK_VIEWS_ALIVE = 2    # would need new level memory while a view is alive (BufferError)
 
 
 # ---------------------------------------------------------------------------
-# Side primitives: nogil, no errors possible (callers reserve room first).
+# Block pool: nogil. The OrderBook owns every block; these move them between a side,
+# the spare list and the allocator, never freeing what a live view may point into.
+# ---------------------------------------------------------------------------
+
+cdef inline int pool_reserve(BlockPool* pool, Py_ssize_t n) noexcept nogil:
+    """Make at least `n` spare standard blocks available. New memory comes as one slab of
+    the shortfall or half the slabs held, whichever is more (so a growing book allocates
+    O(log n) times); it is refused while a view is alive, except to undo."""
+    cdef Py_ssize_t k = n - pool.spare_count, t
+    cdef Level* slab
+    cdef Level* blk
+    if k <= 0:
+        return BK_OK
+    if pool.exports > 0 and not pool.rolling_back:
+        return BK_VIEWS_ALIVE
+    if k < pool.slab_levels // (2 * BLOCK_LEVELS):
+        k = pool.slab_levels // (2 * BLOCK_LEVELS)
+    slab = <Level*>PyMem_RawMalloc(<size_t>(1 + k * BLOCK_LEVELS) * sizeof(Level))
+    if slab == NULL:
+        return BK_NO_MEMORY
+    slab[0].price_ticks = <int64_t><intptr_t>pool.slabs
+    pool.slabs = slab
+    pool.slab_levels += k * BLOCK_LEVELS
+    for t in range(k):
+        blk = &slab[1 + t * BLOCK_LEVELS]
+        blk[0].price_ticks = <int64_t><intptr_t>pool.spare
+        pool.spare = blk
+    pool.spare_count += k
+    return BK_OK
+
+
+cdef inline Level* pool_take(BlockPool* pool) noexcept nogil:
+    """A spare standard block; the caller reserved it."""
+    cdef Level* blk = pool.spare
+    pool.spare = <Level*><intptr_t>blk[0].price_ticks
+    pool.spare_count -= 1
+    return blk
+
+
+cdef inline void pool_release(BlockPool* pool, Level* blk, Py_ssize_t capacity) noexcept nogil:
+    """Give back a block no side holds any more. A view may still point into it, so while
+    one is alive nothing is freed: a larger block is parked (linked through its first
+    level, capacity in its size) until the last view goes. A standard block becomes a
+    spare (its slab lives as long as the book)."""
+    if capacity == BLOCK_LEVELS:
+        blk[0].price_ticks = <int64_t><intptr_t>pool.spare
+        pool.spare = blk
+        pool.spare_count += 1
+    elif pool.exports > 0:
+        blk[0].price_ticks = <int64_t><intptr_t>pool.parked
+        blk[0].qty_lots = capacity
+        pool.parked = blk
+    else:
+        PyMem_RawFree(blk)
+        pool.large_levels -= capacity
+
+
+cdef inline void pool_free_parked(BlockPool* pool) noexcept nogil:
+    """Free the parked blocks; only when no view is alive."""
+    cdef Level* blk
+    while pool.parked != NULL:
+        blk = pool.parked
+        pool.parked = <Level*><intptr_t>blk[0].price_ticks
+        pool.large_levels -= blk[0].qty_lots
+        PyMem_RawFree(blk)
+
+
+# ---------------------------------------------------------------------------
+# Side primitives: nogil. A status other than BK_OK means nothing was changed.
 # ---------------------------------------------------------------------------
 
 cdef inline bint book_worse(bint is_bid, int64_t a, int64_t b) noexcept nogil:
@@ -68,117 +165,384 @@ cdef inline bint book_worse(bint is_bid, int64_t a, int64_t b) noexcept nogil:
     return a < b if is_bid else a > b
 
 
-cdef inline Py_ssize_t book_find(const BookSide* s, int64_t price_ticks) noexcept nogil:
-    """Index i in [lo, hi] with buf[lo:i] worse than price and buf[i:hi] better or equal.
+cdef inline const Level* side_best(const BookSide* s) noexcept nogil:
+    """The best level, or NULL when the side is empty. O(1)."""
+    cdef const Block* top
+    if s.nblocks == 0:
+        return NULL
+    top = &s.blocks[s.nblocks - 1]
+    return &top.levels[top.count - 1]
 
-    Prices are distinct integers, so a price g ticks from the best is at most g levels
-    from it: that bounds the window (in a dense book it is an exact hit). Within the
-    window: gallop down from the touch (cost O(log d)), then a branchless binary search
-    (no mispredictions)."""
-    cdef Py_ssize_t lo = s.lo, hi = s.hi, lower, upper, probe, step = 1, n, half
-    cdef bint is_bid = s.is_bid
-    cdef const Level* buf = s.buf
-    cdef int64_t best
-    cdef uint64_t gap
-    if hi == lo:
-        return hi
-    best = buf[hi - 1].price_ticks
-    if not book_worse(is_bid, price_ticks, best):
-        return hi - 1 if price_ticks == best else hi
-    # Unsigned difference: exact even across the whole int64 range.
-    gap = <uint64_t>best - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>best
-    upper = hi - 1
-    if gap < <uint64_t>(hi - 1 - lo):
-        lower = hi - 1 - <Py_ssize_t>gap
-        if buf[lower].price_ticks == price_ticks:
-            return lower  # every tick between it and the best is occupied
-    else:
-        lower = lo
-    if upper - lower <= 64:
-        # Small window: the index is `lower` plus the number of empty ticks in between,
-        # few in a liquid book, so walk up from the bound.
-        while lower < upper and book_worse(is_bid, buf[lower].price_ticks, price_ticks):
-            lower += 1
-        return lower
-    if upper - lower > 32:
-        probe = upper - 1
-        while probe > lower:
-            if book_worse(is_bid, buf[probe].price_ticks, price_ticks):
-                lower = probe + 1
-                break
-            upper = probe
-            step <<= 1
-            probe = upper - step
-    n = upper - lower
+
+cdef inline Py_ssize_t prices_lower_bound(const int64_t* prices, Py_ssize_t stride, Py_ssize_t n,
+                                          int64_t price_ticks, bint is_bid) noexcept nogil:
+    """How many of prices[0], prices[stride], ... (n of them, worst first) are worse
+    than the price: branchless binary search. Stride 1 for block tops, LEVEL_STRIDE for
+    the prices of a Level array."""
+    cdef Py_ssize_t base = 0, half
+    if n == 0:
+        return 0
     while n > 1:
         half = n >> 1
-        lower = lower + half if book_worse(is_bid, buf[lower + half - 1].price_ticks, price_ticks) else lower
+        base = base + half if book_worse(is_bid, prices[(base + half) * stride], price_ticks) else base
         n -= half
-    if n == 1 and book_worse(is_bid, buf[lower].price_ticks, price_ticks):
-        lower += 1
-    return lower
+    return base + book_worse(is_bid, prices[base * stride], price_ticks)
 
 
-cdef inline void book_insert_at(BookSide* s, Py_ssize_t i, int64_t price_ticks, int64_t qty_lots) noexcept nogil:
-    """Insert at index i, shifting the shorter part. Requires one free slot.
+cdef void side_find_deep(const BookSide* s, int64_t price_ticks, Py_ssize_t* block,
+                         Py_ssize_t* index) noexcept nogil:
+    """side_find for a price below the top block: gallop down the block tops from the
+    touch, then binary-search them, then the block."""
+    cdef bint is_bid = s.is_bid
+    cdef Py_ssize_t lo = 0, hi = s.nblocks - 2, step = 1, j, c, lower = 0
+    cdef const Level* a
+    cdef uint64_t gap
+    while hi - step >= 0:           # tops[hi] is not worse than the price
+        if book_worse(is_bid, s.tops[hi - step], price_ticks):
+            lo = hi - step + 1
+            break
+        hi -= step
+        step <<= 1
+    j = lo + prices_lower_bound(s.tops + lo, 1, hi - lo, price_ticks, is_bid)
+    block[0] = j
+    # The block's last level (its top) is not worse than the price, and the same tick
+    # bound as in the top block holds from it.
+    a = s.blocks[j].levels
+    c = s.blocks[j].count
+    gap = <uint64_t>s.tops[j] - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>s.tops[j]
+    if gap < <uint64_t>(c - 1):
+        lower = c - 1 - <Py_ssize_t>gap
+        if a[lower].price_ticks == price_ticks:
+            index[0] = lower
+            return
+    index[0] = lower + prices_lower_bound(&a[lower].price_ticks, LEVEL_STRIDE, c - 1 - lower, price_ticks, is_bid)
 
-    When the shorter part has no room at its end, the levels are first re-centred in
-    the buffer (one O(n) move that buys (capacity - n) / 2 cheap inserts), rather
-    than shifting the long part on every insert."""
-    cdef Py_ssize_t count, new_lo
-    cdef bint up = s.hi - i <= i - s.lo
-    if (up and s.hi == s.capacity) or (not up and s.lo == 0):
-        count = s.hi - s.lo
-        new_lo = (s.capacity - count) // 2
-        if new_lo == s.lo:
-            # Only one free slot in all: it is at the other end.
-            up = not up
-        else:
-            memmove(&s.buf[new_lo], &s.buf[s.lo], <size_t>count * sizeof(Level))
-            i += new_lo - s.lo
-            s.lo = new_lo
-            s.hi = new_lo + count
-            up = (s.hi < s.capacity) and (s.hi - i <= i - s.lo or s.lo == 0)
-    if up:
-        memmove(&s.buf[i + 1], &s.buf[i], <size_t>(s.hi - i) * sizeof(Level))
-        s.hi += 1
+
+cdef inline void side_find(const BookSide* s, int64_t price_ticks, Py_ssize_t* block,
+                           Py_ssize_t* index) noexcept nogil:
+    """Where a price is or would go: blocks[block].levels[0:index] are worse than it and
+    every later level of the side is not. A new price between two blocks goes to the
+    front of the better one; one better than the best goes after it. Side not empty."""
+    cdef bint is_bid = s.is_bid
+    cdef Py_ssize_t j = s.nblocks - 1, c = s.blocks[j].count, lower = 0
+    cdef const Level* a = s.blocks[j].levels
+    cdef int64_t best = s.tops[j]   # = a[c - 1].price_ticks, one load fewer on the way
+    cdef uint64_t gap
+    if not book_worse(is_bid, price_ticks, best):
+        block[0] = j
+        index[0] = c - 1 if price_ticks == best else c
+        return
+    if j > 0 and not book_worse(is_bid, s.tops[j - 1], price_ticks):
+        side_find_deep(s, price_ticks, block, index)
+        return
+    # In the top block, whose last level is the side's best. Prices are distinct
+    # integers, so a price g ticks from the best is at most g levels from it: that
+    # bounds the window (in a dense book the bound is an exact hit). Unsigned
+    # difference: exact across the whole int64 range.
+    block[0] = j
+    gap = <uint64_t>best - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>best
+    if gap < <uint64_t>(c - 1):
+        lower = c - 1 - <Py_ssize_t>gap
+        if a[lower].price_ticks == price_ticks:
+            index[0] = lower  # every tick between it and the best is occupied
+            return
+    if c - 1 - lower <= 64:
+        # Small window: the index is `lower` plus the number of empty ticks in
+        # between, few in a liquid book, so walk up from the bound.
+        while lower < c - 1 and book_worse(is_bid, a[lower].price_ticks, price_ticks):
+            lower += 1
+        index[0] = lower
     else:
-        memmove(&s.buf[s.lo - 1], &s.buf[s.lo], <size_t>(i - s.lo) * sizeof(Level))
-        s.lo -= 1
-        i -= 1
-    s.buf[i].price_ticks = price_ticks
-    s.buf[i].qty_lots = qty_lots
+        index[0] = lower + prices_lower_bound(&a[lower].price_ticks, LEVEL_STRIDE, c - 1 - lower, price_ticks, is_bid)
 
 
-cdef inline void book_remove_at(BookSide* s, Py_ssize_t i) noexcept nogil:
-    """Remove index i, shifting the shorter part."""
-    if s.hi - 1 - i <= i - s.lo:
-        memmove(&s.buf[i], &s.buf[i + 1], <size_t>(s.hi - 1 - i) * sizeof(Level))
-        s.hi -= 1
+cdef inline int side_ensure_slots(BookSide* s, Py_ssize_t need) noexcept nogil:
+    """Room for `need` block entries in the index arrays (they hold no level data, so
+    they may move at any time)."""
+    cdef Py_ssize_t slots = s.slots * 2
+    cdef Block* blocks
+    cdef int64_t* tops
+    if need <= s.slots:
+        return BK_OK
+    if slots < need:
+        slots = need
+    blocks = <Block*>PyMem_RawRealloc(s.blocks, <size_t>slots * sizeof(Block))
+    if blocks == NULL:
+        return BK_NO_MEMORY
+    s.blocks = blocks
+    tops = <int64_t*>PyMem_RawRealloc(s.tops, <size_t>slots * sizeof(int64_t))
+    if tops == NULL:
+        return BK_NO_MEMORY
+    s.tops = tops
+    s.slots = slots
+    return BK_OK
+
+
+cdef inline void side_open_slots(BookSide* s, Py_ssize_t j, Py_ssize_t k) noexcept nogil:
+    """Make index entries j..j+k-1 free by moving the later ones up (room reserved)."""
+    memmove(&s.blocks[j + k], &s.blocks[j], <size_t>(s.nblocks - j) * sizeof(Block))
+    memmove(&s.tops[j + k], &s.tops[j], <size_t>(s.nblocks - j) * sizeof(int64_t))
+    s.nblocks += k
+
+
+cdef inline void side_close_slot(BookSide* s, Py_ssize_t j) noexcept nogil:
+    memmove(&s.blocks[j], &s.blocks[j + 1], <size_t>(s.nblocks - j - 1) * sizeof(Block))
+    memmove(&s.tops[j], &s.tops[j + 1], <size_t>(s.nblocks - j - 1) * sizeof(int64_t))
+    s.nblocks -= 1
+
+
+cdef inline Py_ssize_t blocks_for(Py_ssize_t n) noexcept nogil:
+    """Standard blocks that hold n levels at the load fill."""
+    return (n + BLOCK_FILL - 1) // BLOCK_FILL
+
+
+cdef void side_fill(BookSide* s, BlockPool* pool, Py_ssize_t j, const Level* src, Py_ssize_t n) noexcept nogil:
+    """Spread n sorted levels evenly over blocks_for(n) spare blocks placed at index
+    entries j onwards (entries free, spares reserved)."""
+    cdef Py_ssize_t pieces = blocks_for(n), k, size, start = 0
+    cdef Level* blk
+    for k in range(pieces):
+        size = (n - start) // (pieces - k)
+        blk = pool_take(pool)
+        memcpy(blk, &src[start], <size_t>size * sizeof(Level))
+        s.blocks[j + k].levels = blk
+        s.blocks[j + k].count = size
+        s.blocks[j + k].capacity = BLOCK_LEVELS
+        s.tops[j + k] = blk[size - 1].price_ticks
+        start += size
+
+
+cdef int side_rechunk(BookSide* s, BlockPool* pool, Py_ssize_t j) noexcept nogil:
+    """Turn a larger block (made for a zero-copy export) back into standard blocks."""
+    cdef Block big = s.blocks[j]
+    cdef Py_ssize_t pieces = blocks_for(big.count)
+    cdef int status = side_ensure_slots(s, s.nblocks + pieces - 1)
+    if status == BK_OK:
+        status = pool_reserve(pool, pieces)
+    if status != BK_OK:
+        return status
+    side_open_slots(s, j + 1, pieces - 1)
+    side_fill(s, pool, j, big.levels, big.count)
+    pool_release(pool, big.levels, big.capacity)
+    return BK_OK
+
+
+cdef int side_split(BookSide* s, BlockPool* pool, Py_ssize_t j) noexcept nogil:
+    """Split a full standard block in two halves."""
+    cdef int status = side_ensure_slots(s, s.nblocks + 1)
+    cdef Block* b
+    cdef Level* blk
+    cdef Py_ssize_t h
+    if status == BK_OK:
+        status = pool_reserve(pool, 1)
+    if status != BK_OK:
+        return status
+    side_open_slots(s, j + 1, 1)
+    b = &s.blocks[j]
+    h = b.count >> 1
+    blk = pool_take(pool)
+    memcpy(blk, &b.levels[h], <size_t>(b.count - h) * sizeof(Level))
+    s.blocks[j + 1].levels = blk
+    s.blocks[j + 1].count = b.count - h
+    s.blocks[j + 1].capacity = BLOCK_LEVELS
+    s.tops[j + 1] = s.tops[j]
+    b.count = h
+    s.tops[j] = b.levels[h - 1].price_ticks
+    return BK_OK
+
+
+cdef void side_rebalance(BookSide* s, BlockPool* pool, Py_ssize_t j) noexcept nogil:
+    """Block j has fallen below BLOCK_LOW levels: merge it with a neighbour when the two
+    fit in BLOCK_FILL, else even out their counts (no allocation either way)."""
+    cdef Py_ssize_t lo = j - 1 if j > 0 else j, m
+    cdef Block* a = &s.blocks[lo]
+    cdef Block* b = &s.blocks[lo + 1]
+    if a.count + b.count <= BLOCK_FILL:
+        memcpy(&a.levels[a.count], b.levels, <size_t>b.count * sizeof(Level))
+        a.count += b.count
+        s.tops[lo] = s.tops[lo + 1]
+        pool_release(pool, b.levels, b.capacity)
+        side_close_slot(s, lo + 1)
+        return
+    if a.count > b.count:
+        m = (a.count - b.count) >> 1
+        if m > b.capacity - b.count:
+            m = b.capacity - b.count
+        memmove(&b.levels[m], b.levels, <size_t>b.count * sizeof(Level))
+        memcpy(b.levels, &a.levels[a.count - m], <size_t>m * sizeof(Level))
+        a.count -= m
+        b.count += m
     else:
-        memmove(&s.buf[s.lo + 1], &s.buf[s.lo], <size_t>(i - s.lo) * sizeof(Level))
-        s.lo += 1
+        m = (b.count - a.count) >> 1
+        if m > a.capacity - a.count:
+            m = a.capacity - a.count
+        memcpy(&a.levels[a.count], b.levels, <size_t>m * sizeof(Level))
+        memmove(b.levels, &b.levels[m], <size_t>(b.count - m) * sizeof(Level))
+        a.count += m
+        b.count -= m
+    s.tops[lo] = a.levels[a.count - 1].price_ticks
 
 
-cdef inline int64_t book_write(BookSide* s, int64_t price_ticks, int64_t qty_lots) noexcept nogil:
-    """Set the size at a price (0 deletes); returns the previous size (0 if absent).
-    Requires one free slot when the price may be new."""
-    cdef Py_ssize_t i = book_find(s, price_ticks)
-    cdef int64_t old
-    if i < s.hi and s.buf[i].price_ticks == price_ticks:
-        old = s.buf[i].qty_lots
-        if qty_lots == 0:
-            book_remove_at(s, i)
+cdef bint side_spill(BookSide* s, Py_ssize_t* block, Py_ssize_t* index) noexcept nogil:
+    """Block *block is full: move levels into the neighbour with the most room, if it has
+    at least BLOCK_SPILL, instead of splitting (keeps blocks well filled when levels
+    arrive in price order). Updates (*block, *index) to where the new level goes."""
+    cdef Py_ssize_t j = block[0], i = index[0], m, room_lo = 0, room_hi = 0
+    cdef Block* b = &s.blocks[j]
+    cdef Block* n
+    if j > 0:
+        room_lo = s.blocks[j - 1].capacity - s.blocks[j - 1].count
+    if j + 1 < s.nblocks:
+        room_hi = s.blocks[j + 1].capacity - s.blocks[j + 1].count
+    # At most half the full block moves (a larger neighbour may have much more room).
+    if room_lo > b.count:
+        room_lo = b.count
+    if room_hi > b.count:
+        room_hi = b.count
+    if room_lo >= room_hi and room_lo >= BLOCK_SPILL:
+        # The worst m levels go to the end of the block below.
+        n = &s.blocks[j - 1]
+        m = room_lo >> 1
+        memcpy(&n.levels[n.count], b.levels, <size_t>m * sizeof(Level))
+        memmove(b.levels, &b.levels[m], <size_t>(b.count - m) * sizeof(Level))
+        n.count += m
+        b.count -= m
+        s.tops[j - 1] = n.levels[n.count - 1].price_ticks
+        if i <= m:
+            block[0] = j - 1
+            index[0] = n.count - m + i
         else:
-            s.buf[i].qty_lots = qty_lots
-        return old
-    if qty_lots != 0:
-        book_insert_at(s, i, price_ticks, qty_lots)
-    return 0
+            index[0] = i - m
+        return True
+    if room_hi >= BLOCK_SPILL:
+        # The best m levels go to the front of the block above.
+        n = &s.blocks[j + 1]
+        m = room_hi >> 1
+        memmove(&n.levels[m], n.levels, <size_t>n.count * sizeof(Level))
+        memcpy(n.levels, &b.levels[b.count - m], <size_t>m * sizeof(Level))
+        n.count += m
+        b.count -= m
+        s.tops[j] = b.levels[b.count - 1].price_ticks
+        if i > b.count:
+            block[0] = j + 1
+            index[0] = i - b.count
+        return True
+    return False
 
 
-cdef inline Py_ssize_t book_count(const BookSide* s) noexcept nogil:
-    return s.hi - s.lo
+cdef int side_insert_at(BookSide* s, BlockPool* pool, Py_ssize_t j, Py_ssize_t i,
+                        int64_t price_ticks, int64_t qty_lots) noexcept nogil:
+    """Insert a new level at blocks[j].levels[i] (as side_find placed it)."""
+    cdef Block* b = &s.blocks[j]
+    cdef int status
+    cdef Py_ssize_t h
+    if s.nblocks == 0:
+        status = side_ensure_slots(s, 1)
+        if status == BK_OK:
+            status = pool_reserve(pool, 1)
+        if status != BK_OK:
+            return status
+        s.nblocks = 1
+        b = &s.blocks[0]
+        b.levels = pool_take(pool)
+        b.count = 0
+        b.capacity = BLOCK_LEVELS
+    elif b.capacity > BLOCK_LEVELS and (b.count == b.capacity or b.count - i > BLOCK_LEVELS):
+        # A larger block: back to standard blocks before a split or a long shift (a
+        # failure only matters when the block is full).
+        status = side_rechunk(s, pool, j)
+        if status == BK_OK:
+            side_find(s, price_ticks, &j, &i)
+        elif s.blocks[j].count == s.blocks[j].capacity:
+            return status
+        b = &s.blocks[j]
+    elif b.count == b.capacity:
+        if not side_spill(s, &j, &i):
+            status = side_split(s, pool, j)
+            if status != BK_OK:
+                return status
+            h = s.blocks[j].count
+            if i > h:
+                j += 1
+                i -= h
+        b = &s.blocks[j]
+    memmove(&b.levels[i + 1], &b.levels[i], <size_t>(b.count - i) * sizeof(Level))
+    b.levels[i].price_ticks = price_ticks
+    b.levels[i].qty_lots = qty_lots
+    b.count += 1
+    s.count += 1
+    if i == b.count - 1:
+        s.tops[j] = price_ticks
+    return BK_OK
+
+
+cdef void side_remove_at(BookSide* s, BlockPool* pool, Py_ssize_t j, Py_ssize_t i) noexcept nogil:
+    """Remove blocks[j].levels[i]; never fails (a re-chunk that cannot get memory is
+    skipped)."""
+    cdef Block* b = &s.blocks[j]
+    cdef int64_t price_ticks
+    if b.capacity > BLOCK_LEVELS and b.count - 1 - i > BLOCK_LEVELS:
+        price_ticks = b.levels[i].price_ticks
+        if side_rechunk(s, pool, j) == BK_OK:
+            side_find(s, price_ticks, &j, &i)
+            b = &s.blocks[j]
+    memmove(&b.levels[i], &b.levels[i + 1], <size_t>(b.count - 1 - i) * sizeof(Level))
+    b.count -= 1
+    s.count -= 1
+    if b.count == 0:
+        pool_release(pool, b.levels, b.capacity)
+        side_close_slot(s, j)
+        return
+    if i == b.count:
+        s.tops[j] = b.levels[i - 1].price_ticks
+    if b.count < BLOCK_LOW and s.nblocks > 1:
+        side_rebalance(s, pool, j)
+
+
+cdef int side_write(BookSide* s, BlockPool* pool, int64_t price_ticks, int64_t qty_lots,
+                           int64_t* old_qty_lots) noexcept nogil:
+    """Set the size at a price (0 deletes); the previous size (0 if absent) goes to
+    *old_qty_lots. Only an insert can fail, and then nothing changed."""
+    cdef Py_ssize_t j = 0, i = 0
+    cdef Level* lv
+    old_qty_lots[0] = 0
+    if s.nblocks > 0:
+        side_find(s, price_ticks, &j, &i)
+        if i < s.blocks[j].count:
+            lv = &s.blocks[j].levels[i]
+            if lv.price_ticks == price_ticks:
+                old_qty_lots[0] = lv.qty_lots
+                if qty_lots == 0:
+                    side_remove_at(s, pool, j, i)
+                else:
+                    lv.qty_lots = qty_lots
+                return BK_OK
+    if qty_lots == 0:
+        return BK_OK
+    return side_insert_at(s, pool, j, i, price_ticks, qty_lots)
+
+
+cdef void side_empty(BookSide* s, BlockPool* pool) noexcept nogil:
+    """Release every block of a side."""
+    cdef Py_ssize_t j
+    for j in range(s.nblocks):
+        pool_release(pool, s.blocks[j].levels, s.blocks[j].capacity)
+    s.nblocks = 0
+    s.count = 0
+
+
+cdef engine_i128 side_top_qty(const BookSide* s, Py_ssize_t n) noexcept nogil:
+    """Total size of the best n levels."""
+    cdef engine_i128 total = 0
+    cdef Py_ssize_t j = s.nblocks - 1, i
+    while n > 0 and j >= 0:
+        i = s.blocks[j].count - 1
+        while n > 0 and i >= 0:
+            total += s.blocks[j].levels[i].qty_lots
+            i -= 1
+            n -= 1
+        j -= 1
+    return total
 
 
 cdef int book_level_cmp_bid(const void* a, const void* b) noexcept nogil:
@@ -206,12 +570,15 @@ cdef object book_i128_to_int(engine_i128 v):
 # ---------------------------------------------------------------------------
 
 cdef class _LevelsExport:
-    """Owner of a zero-copy levels view: while it lives the book will not reallocate."""
+    """Owner of a zero-copy levels view: while it lives the book frees no level memory
+    and takes no new level memory; parked blocks are freed when the last one goes."""
     cdef OrderBook book
 
     def __dealloc__(self):
         if self.book is not None:
-            self.book.exports -= 1
+            self.book.pool.exports -= 1
+            if self.book.pool.exports == 0:
+                pool_free_parked(&self.book.pool)
 
 
 @cython.final
@@ -227,22 +594,30 @@ cdef class OrderBook:
     - ``max_depth``: keep at most this many levels a side (the worst are dropped after
       each update); 0 keeps everything.
 
-    Memory: 16 bytes per level plus free room of at most the same again; it grows
-    by doubling and never shrinks, so the steady state allocates nothing.
+    Memory: blocks of 128 levels (16 bytes each), a quarter to fully used, carved from
+    slabs that grow by half and are kept (like a vector's capacity) until the book
+    is dropped; released blocks are reused, so the steady state allocates nothing. See
+    ``bids`` for the rules while zero-copy views are alive.
     """
 
     def __cinit__(self):
         cdef int k
         for k in range(2):
-            self.sides[k].buf = <Level*>PyMem_Malloc(INITIAL_CAPACITY * sizeof(Level))
-            if self.sides[k].buf == NULL:
+            self.sides[k].blocks = <Block*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(Block))
+            self.sides[k].tops = <int64_t*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(int64_t))
+            if self.sides[k].blocks == NULL or self.sides[k].tops == NULL:
                 raise MemoryError()
-            self.sides[k].capacity = INITIAL_CAPACITY
-            self.sides[k].lo = INITIAL_CAPACITY // 2
-            self.sides[k].hi = INITIAL_CAPACITY // 2
+            self.sides[k].slots = INITIAL_SLOTS
+            self.sides[k].nblocks = 0
+            self.sides[k].count = 0
             self.sides[k].is_bid = k == SIDE_BID
+        self.pool.slabs = self.pool.spare = self.pool.parked = NULL
+        self.pool.spare_count = self.pool.slab_levels = self.pool.large_levels = self.pool.exports = 0
+        self.pool.rolling_back = False
         self.journal = NULL
         self.journal_capacity = 0
+        if pool_reserve(&self.pool, INITIAL_SPARE) != BK_OK:
+            raise MemoryError()
 
     def __init__(self, Instrument instrument not None, *, int cross_policy=0, Py_ssize_t max_depth=0):
         if cross_policy < 0 or cross_policy > 2:
@@ -256,50 +631,48 @@ cdef class OrderBook:
         self.event_ts_ns = -1
 
     def __dealloc__(self):
-        # Exports hold a reference to the book, so none can be alive here.
-        PyMem_Free(self.sides[0].buf)
-        PyMem_Free(self.sides[1].buf)
+        # Exports hold a reference to the book, so none is alive here: free everything.
+        cdef int k
+        cdef Py_ssize_t j
+        cdef Level* slab
+        for k in range(2):
+            if self.sides[k].blocks != NULL:
+                for j in range(self.sides[k].nblocks):
+                    if self.sides[k].blocks[j].capacity != BLOCK_LEVELS:
+                        PyMem_RawFree(self.sides[k].blocks[j].levels)
+            PyMem_RawFree(self.sides[k].blocks)
+            PyMem_RawFree(self.sides[k].tops)
+        pool_free_parked(&self.pool)
+        while self.pool.slabs != NULL:
+            slab = self.pool.slabs
+            self.pool.slabs = <Level*><intptr_t>slab[0].price_ticks
+            PyMem_RawFree(slab)
         PyMem_Free(self.journal)
 
     # ------------------------------------------------------------------
-    # Capacity (the only places that allocate).
+    # Memory (allocation happens here and in the pool/side primitives).
     # ------------------------------------------------------------------
 
-    cdef int _reserve(self, int side, Py_ssize_t extra) except -1:
-        """Make room for `extra` more levels on a side, before any change is made."""
-        return self._reserve_total(side, book_count(&self.sides[side]) + extra)
+    cdef int _reserve_blocks(self, Py_ssize_t need) except -1:
+        """At least `need` spare blocks, before any change is made."""
+        return self._raise_status(pool_reserve(&self.pool, need))
 
-    cdef int _reserve_total(self, int side, Py_ssize_t need) except -1:
-        """Make the side's capacity at least `need` levels, keeping its levels."""
-        cdef BookSide* s = &self.sides[side]
-        cdef Py_ssize_t count = s.hi - s.lo, cap, lo
-        cdef Level* buf
-        if need <= s.capacity:
-            return 0
-        if self.exports > 0:
+    cdef int _raise_status(self, int status) except -1:
+        if status == BK_VIEWS_ALIVE:
             raise BufferError(
-                f"{self.instrument.symbol}: the book must grow but {self.exports} zero-copy "
-                "view(s) are alive; release them (del the array) or use copies")
-        cap = s.capacity
-        while cap < need:
-            cap *= 2
-        # Recentre: the same free room below and above the levels.
-        buf = <Level*>PyMem_Malloc(<size_t>cap * sizeof(Level))
-        if buf == NULL:
-            raise MemoryError()
-        lo = (cap - count) // 2
-        memcpy(&buf[lo], &s.buf[s.lo], <size_t>count * sizeof(Level))
-        PyMem_Free(s.buf)
-        s.buf = buf
-        s.capacity = cap
-        s.lo = lo
-        s.hi = lo + count
+                f"{self.instrument.symbol}: the book needs more level memory but {self.pool.exports} "
+                "zero-copy view(s) are alive; release them (del the array) or use copies")
+        if status != BK_OK:
+            raise MemoryError(f"{self.instrument.symbol}: out of memory for book levels")
         return 0
 
     cdef int _reserve_journal(self, Py_ssize_t n) except -1:
+        """Journal room for a batch of n; grows by doubling, to the largest batch seen."""
         cdef JournalEntry* j
         if n <= self.journal_capacity:
             return 0
+        if n < 2 * self.journal_capacity:
+            n = 2 * self.journal_capacity
         j = <JournalEntry*>PyMem_Realloc(self.journal, <size_t>n * sizeof(JournalEntry))
         if j == NULL:
             raise MemoryError()
@@ -314,27 +687,45 @@ cdef class OrderBook:
     cdef bint _crossed(self) noexcept nogil:
         cdef const BookSide* b = &self.sides[SIDE_BID]
         cdef const BookSide* a = &self.sides[SIDE_ASK]
-        return b.hi > b.lo and a.hi > a.lo and b.buf[b.hi - 1].price_ticks >= a.buf[a.hi - 1].price_ticks
+        return b.nblocks > 0 and a.nblocks > 0 and b.tops[b.nblocks - 1] >= a.tops[a.nblocks - 1]
 
     cdef Py_ssize_t _prune_crossed(self, int fresh_side) noexcept nogil:
         """Remove the levels of the side opposite `fresh_side` that its best crosses or
         locks: they are stale (the venue would have matched them). Returns how many."""
-        cdef const BookSide* fresh = &self.sides[fresh_side]
         cdef BookSide* stale = &self.sides[1 - fresh_side]
-        cdef int64_t fresh_best = fresh.buf[fresh.hi - 1].price_ticks
+        cdef int64_t fresh_best = side_best(&self.sides[fresh_side]).price_ticks
         cdef Py_ssize_t removed = 0
-        while stale.hi > stale.lo and not book_worse(stale.is_bid, stale.buf[stale.hi - 1].price_ticks, fresh_best):
-            stale.hi -= 1
+        cdef const Level* best = side_best(stale)
+        while best != NULL and not book_worse(stale.is_bid, best.price_ticks, fresh_best):
+            side_remove_at(stale, &self.pool, stale.nblocks - 1, stale.blocks[stale.nblocks - 1].count - 1)
             removed += 1
+            best = side_best(stale)
         self.pruned_levels += removed
         return removed
 
     cdef void _trim_depth(self) noexcept nogil:
+        """Drop the worst levels beyond max_depth (whole blocks first)."""
         cdef int k
-        if self.max_depth > 0:
-            for k in range(2):
-                if self.sides[k].hi - self.sides[k].lo > self.max_depth:
-                    self.sides[k].lo = self.sides[k].hi - self.max_depth
+        cdef BookSide* s
+        cdef Block* b
+        cdef Py_ssize_t excess
+        if self.max_depth == 0:
+            return
+        for k in range(2):
+            s = &self.sides[k]
+            while s.count > self.max_depth:
+                b = &s.blocks[0]
+                excess = s.count - self.max_depth
+                if excess >= b.count:
+                    s.count -= b.count
+                    pool_release(&self.pool, b.levels, b.capacity)
+                    side_close_slot(s, 0)
+                else:
+                    memmove(b.levels, &b.levels[excess], <size_t>(b.count - excess) * sizeof(Level))
+                    b.count -= excess
+                    s.count -= excess
+                    if b.count < BLOCK_LOW and s.nblocks > 1:
+                        side_rebalance(s, &self.pool, 0)
 
     # ------------------------------------------------------------------
     # C API (book.pxd).
@@ -342,28 +733,28 @@ cdef class OrderBook:
 
     cdef int set_level(self, int side, int64_t price_ticks, int64_t qty_lots) except -1:
         """Set one level (qty 0 deletes). Whole or nothing."""
-        cdef BookSide* opp
-        cdef bint crosses
+        cdef const BookSide* opp
+        cdef bint crosses = False
+        cdef int64_t old
+        cdef int status
         if side != SIDE_BID and side != SIDE_ASK:
             raise BookError(f"side {side!r}: expected Side.BID (0) or Side.ASK (1)")
         if qty_lots < 0:
             raise BookError(f"{self.instrument.symbol}: negative size {qty_lots} lots at {price_ticks} ticks")
         if qty_lots > 0:
             opp = &self.sides[1 - side]
-            crosses = opp.hi > opp.lo and not book_worse(
-                not opp.is_bid, price_ticks, opp.buf[opp.hi - 1].price_ticks)
+            crosses = opp.nblocks > 0 and not book_worse(side == SIDE_BID, price_ticks, opp.tops[opp.nblocks - 1])
             if crosses and self.cross_policy == CROSS_RAISE:
                 raise BookCrossedError(
                     f"{self.instrument.symbol}: {'bid' if side == SIDE_BID else 'ask'} at "
-                    f"{price_ticks} ticks would cross the opposite best {opp.buf[opp.hi - 1].price_ticks}")
-            if self.sides[side].hi - self.sides[side].lo >= self.sides[side].capacity:
-                self._reserve(side, 1)
-            book_write(&self.sides[side], price_ticks, qty_lots)
-            if crosses and self.cross_policy == CROSS_PRUNE:
-                self._prune_crossed(side)
-        else:
-            book_write(&self.sides[side], price_ticks, 0)
-        self._trim_depth()
+                    f"{price_ticks} ticks would cross the opposite best {opp.tops[opp.nblocks - 1]}")
+        status = side_write(&self.sides[side], &self.pool, price_ticks, qty_lots, &old)
+        if status != BK_OK:
+            self._raise_status(status)
+        if crosses and self.cross_policy == CROSS_PRUNE:
+            self._prune_crossed(side)
+        if self.max_depth:
+            self._trim_depth()
         self.version += 1
         if ENGINE_DEBUG:
             self._check_invariants()
@@ -371,34 +762,44 @@ cdef class OrderBook:
 
     cdef int apply_updates(self, const LevelUpdate* updates, Py_ssize_t n) except -1:
         """Apply a decoded frame's changes, whole or nothing."""
-        cdef Py_ssize_t i, n_bid = 0
+        cdef Py_ssize_t i
+        cdef int status
         for i in range(n):
             if updates[i].side != SIDE_BID and updates[i].side != SIDE_ASK:
                 raise BookError(f"update {i}: side {updates[i].side}: expected 0 (bid) or 1 (ask)")
             if updates[i].qty_lots < 0:
                 raise BookError(f"update {i}: negative size {updates[i].qty_lots} lots at {updates[i].price_ticks} ticks")
-            n_bid += updates[i].side == SIDE_BID
-        self._begin_batch(n_bid, n - n_bid, n)
+        self._begin_batch(n)
         for i in range(n):
-            self._journaled_write(i, updates[i].side, updates[i].price_ticks, updates[i].qty_lots)
+            status = self._journaled_write(i, updates[i].side, updates[i].price_ticks, updates[i].qty_lots)
+            if status != BK_OK:
+                self._abort_batch(i, status)
         return self._finish_batch(n)
 
     cdef int replace_with(self, const LevelUpdate* levels, Py_ssize_t n) except -1:
         """Replace both sides with a snapshot (any order; zero sizes skipped). Whole or nothing."""
         cdef Py_ssize_t i
-        cdef Py_ssize_t counts[2]
-        cdef Level* bids
-        cdef Level* asks
-        cdef int k
         for i in range(n):
             if levels[i].side != SIDE_BID and levels[i].side != SIDE_ASK:
                 raise BookError(f"snapshot level {i}: side {levels[i].side}: expected 0 (bid) or 1 (ask)")
             if levels[i].qty_lots < 0:
                 raise BookError(f"snapshot level {i}: negative size {levels[i].qty_lots} lots")
-        # Sort into scratch first; the journal's memory serves (a JournalEntry is larger
-        # than a Level, and a snapshot is never applied in the middle of a batch).
-        self._reserve_journal(n + 1)
-        bids = <Level*>self.journal
+        # Sort into scratch first (freed after), so nothing changes before all checks pass.
+        cdef Level* scratch = <Level*>PyMem_Malloc(<size_t>(n + 1) * sizeof(Level))
+        if scratch == NULL:
+            raise MemoryError()
+        try:
+            self._replace_sorted(scratch, levels, n)
+        finally:
+            PyMem_Free(scratch)
+        return 0
+
+    cdef int _replace_sorted(self, Level* bids, const LevelUpdate* levels, Py_ssize_t n) except -1:
+        """replace_with after validation, with `bids` scratch room for n levels."""
+        cdef Py_ssize_t i, held = 0
+        cdef Py_ssize_t counts[2]
+        cdef Level* asks
+        cdef int k
         counts[SIDE_BID] = self._sorted_side(levels, n, SIDE_BID, bids)
         asks = bids + (counts[SIDE_BID] if counts[SIDE_BID] >= 0 else 0)
         counts[SIDE_ASK] = self._sorted_side(levels, n, SIDE_ASK, asks)
@@ -412,10 +813,20 @@ cdef class OrderBook:
             raise BookCrossedError(
                 f"{self.instrument.symbol}: snapshot is crossed (best bid {bids[counts[SIDE_BID] - 1].price_ticks}"
                 f" >= best ask {asks[counts[SIDE_ASK] - 1].price_ticks} ticks)")
+        # Every block needed is spare (or held now, standard size) before anything changes.
         for k in range(2):
-            self._reserve_total(k, counts[k])
-        self._load_side(SIDE_BID, bids, counts[SIDE_BID])
-        self._load_side(SIDE_ASK, asks, counts[SIDE_ASK])
+            for i in range(self.sides[k].nblocks):
+                held += self.sides[k].blocks[i].capacity == BLOCK_LEVELS
+            # Index room (32 bytes a block) for the book to grow a lot without reallocating.
+            self._raise_status(side_ensure_slots(&self.sides[k], 4 * blocks_for(counts[k])))
+        self._reserve_blocks(blocks_for(counts[SIDE_BID]) + blocks_for(counts[SIDE_ASK]) - held)
+        for k in range(2):
+            side_empty(&self.sides[k], &self.pool)
+        side_fill(&self.sides[SIDE_BID], &self.pool, 0, bids, counts[SIDE_BID])
+        side_fill(&self.sides[SIDE_ASK], &self.pool, 0, asks, counts[SIDE_ASK])
+        for k in range(2):
+            self.sides[k].nblocks = blocks_for(counts[k])
+            self.sides[k].count = counts[k]
         self._trim_depth()
         self.version += 1
         if ENGINE_DEBUG:
@@ -449,46 +860,55 @@ cdef class OrderBook:
                     return -(i + 1)
         return m
 
-    cdef void _load_side(self, int side, const Level* src, Py_ssize_t n) noexcept nogil:
-        cdef BookSide* s = &self.sides[side]
-        s.lo = (s.capacity - n) // 2
-        s.hi = s.lo + n
-        memcpy(&s.buf[s.lo], src, <size_t>n * sizeof(Level))
-
     cdef bint best_level(self, int side, Level* out) noexcept nogil:
-        cdef const BookSide* s = &self.sides[side]
-        if s.hi == s.lo:
+        cdef const Level* best = side_best(&self.sides[side])
+        if best == NULL:
             return False
-        out[0] = s.buf[s.hi - 1]
+        out[0] = best[0]
         return True
 
     cdef Py_ssize_t level_count_c(self, int side) noexcept nogil:
-        return self.sides[side].hi - self.sides[side].lo
+        return self.sides[side].count
 
     # ------------------------------------------------------------------
     # Batch machinery.
     # ------------------------------------------------------------------
 
-    cdef int _begin_batch(self, Py_ssize_t n_bid, Py_ssize_t n_ask, Py_ssize_t n) except -1:
-        # Reserve everything first: the batch itself must not fail half-way.
-        if self.sides[SIDE_BID].capacity - book_count(&self.sides[SIDE_BID]) < n_bid:
-            self._reserve(SIDE_BID, n_bid)
-        if self.sides[SIDE_ASK].capacity - book_count(&self.sides[SIDE_ASK]) < n_ask:
-            self._reserve(SIDE_ASK, n_ask)
+    cdef int _begin_batch(self, Py_ssize_t n) except -1:
         if n > self.journal_capacity:
             self._reserve_journal(n)
         return 0
 
-    cdef void _journaled_write(self, Py_ssize_t i, int side, int64_t price_ticks, int64_t qty_lots) noexcept nogil:
+    cdef int _journaled_write(self, Py_ssize_t i, int side, int64_t price_ticks, int64_t qty_lots) noexcept nogil:
         self.journal[i].side = side
         self.journal[i].price_ticks = price_ticks
-        self.journal[i].old_qty_lots = book_write(&self.sides[side], price_ticks, qty_lots)
+        return side_write(&self.sides[side], &self.pool, price_ticks, qty_lots, &self.journal[i].old_qty_lots)
 
-    cdef void _rollback(self, Py_ssize_t n) noexcept nogil:
+    cdef int _rollback(self, Py_ssize_t n) except -1:
+        """Undo journal entries [0, n) in reverse. An undo may take new blocks even while
+        views are alive (new memory never invalidates a view)."""
         cdef Py_ssize_t i = n - 1
-        while i >= 0:
-            book_write(&self.sides[self.journal[i].side], self.journal[i].price_ticks, self.journal[i].old_qty_lots)
+        cdef int64_t ignored
+        cdef int status = BK_OK
+        self.pool.rolling_back = True
+        while i >= 0 and status == BK_OK:
+            status = side_write(&self.sides[self.journal[i].side], &self.pool, self.journal[i].price_ticks,
+                                self.journal[i].old_qty_lots, &ignored)
             i -= 1
+        self.pool.rolling_back = False
+        if status != BK_OK:
+            # Only out of memory gets here: a half-undone book would be worse than none.
+            side_empty(&self.sides[SIDE_BID], &self.pool)
+            side_empty(&self.sides[SIDE_ASK], &self.pool)
+            self.version += 1
+            raise MemoryError(f"{self.instrument.symbol}: out of memory undoing a rejected batch; "
+                              "the book was cleared (resynchronise from a snapshot)")
+        return 0
+
+    cdef int _abort_batch(self, Py_ssize_t n, int status) except -1:
+        """Entry n could not be applied (no block for it): undo [0, n) and raise."""
+        self._rollback(n)
+        return self._raise_status(status)
 
     cdef int _finish_batch(self, Py_ssize_t n) except -1:
         cdef bint fresh[2]
@@ -519,18 +939,17 @@ cdef class OrderBook:
     cdef bint _batch_crosses_itself(self, Py_ssize_t n, int fresh_side) noexcept nogil:
         """True when a level this batch left on the stale side is crossed by the fresh
         best: the frame contradicts itself, so pruning would throw away its own data."""
-        cdef const BookSide* fresh = &self.sides[fresh_side]
         cdef const BookSide* stale = &self.sides[1 - fresh_side]
-        cdef int64_t fresh_best = fresh.buf[fresh.hi - 1].price_ticks, price
-        cdef Py_ssize_t i, k
+        cdef int64_t fresh_best = side_best(&self.sides[fresh_side]).price_ticks, price
+        cdef Py_ssize_t i, j, k
         for i in range(n):
             if self.journal[i].side != 1 - fresh_side:
                 continue
             price = self.journal[i].price_ticks
             if book_worse(stale.is_bid, price, fresh_best):
                 continue
-            k = book_find(stale, price)
-            if k < stale.hi and stale.buf[k].price_ticks == price:
+            side_find(stale, price, &j, &k)
+            if k < stale.blocks[j].count and stale.blocks[j].levels[k].price_ticks == price:
                 return True
         return False
 
@@ -545,9 +964,11 @@ cdef class OrderBook:
     def set(self, int side, int64_t price_ticks, int64_t qty_lots):
         """Set the size at a price on one side; ``qty_lots == 0`` deletes the level.
 
-        O(log d + min(d, n - d)) for d levels better than the price. Raises
-        ``BookError`` (bad side, negative size) or ``BookCrossedError`` (policy RAISE);
-        on error the book is unchanged."""
+        O(log d) for d levels better than the price, plus for a new or removed level
+        O(d) within the top block (about the first 100 levels) and O(log n + 128)
+        deeper. Raises ``BookError`` (bad side, negative size), ``BookCrossedError``
+        (policy RAISE) or ``BufferError`` (a new block needed while a zero-copy view is
+        alive); on error the book is unchanged."""
         self.set_level(side, price_ticks, qty_lots)
 
     def apply(self, sides, prices, qtys, *, int64_t update_id=-1, int64_t ts_ns=-1):
@@ -558,12 +979,14 @@ cdef class OrderBook:
         prices/sizes are read in place; other integer dtypes that convert without loss
         are converted first. Later entries win over earlier ones at the same price.
         ``update_id``/``ts_ns`` (when >= 0) are recorded as the last applied update.
-        O(k log d) for k entries. Raises ``BookError`` naming the first bad entry, or
-        ``BookCrossedError``; on error the book is unchanged."""
+        O(k log n) for k entries (see ``set``). Raises ``BookError`` naming the first
+        bad entry, ``BookCrossedError`` or ``BufferError`` (as ``set``); on error the
+        book is unchanged."""
         cdef object sd_arr = _as_array(sides, cnp.NPY_INT8, "sides")
         cdef object p_arr = _as_array(prices, cnp.NPY_INT64, "prices")
         cdef object q_arr = _as_array(qtys, cnp.NPY_INT64, "qtys")
-        cdef Py_ssize_t n = cnp.PyArray_DIM(p_arr, 0), i, n_bid = 0
+        cdef Py_ssize_t n = cnp.PyArray_DIM(p_arr, 0), i
+        cdef int status
         if cnp.PyArray_DIM(q_arr, 0) != n or cnp.PyArray_DIM(sd_arr, 0) != n:
             raise BookError(f"sides, prices and qtys must have the same length "
                             f"(got {cnp.PyArray_DIM(sd_arr, 0)}, {n}, {cnp.PyArray_DIM(q_arr, 0)})")
@@ -576,10 +999,11 @@ cdef class OrderBook:
                 raise BookError(f"sides[{i}] = {sd[i]}: expected 0 (bid) or 1 (ask)")
             if q[i] < 0:
                 raise BookError(f"qtys[{i}] = {q[i]}: sizes must be >= 0")
-            n_bid += sd[i] == SIDE_BID
-        self._begin_batch(n_bid, n - n_bid, n)
+        self._begin_batch(n)
         for i in range(n):
-            self._journaled_write(i, sd[i], p[i], q[i])
+            status = self._journaled_write(i, sd[i], p[i], q[i])
+            if status != BK_OK:
+                self._abort_batch(i, status)
         self._finish_batch(n)
         if update_id >= 0:
             self.last_update_id = update_id
@@ -592,7 +1016,9 @@ cdef class OrderBook:
         Arrays of ticks and lots, in any order (venues send best first, which is the
         fast path); zero sizes are skipped. Raises ``BookError`` on negative sizes,
         repeated prices or length mismatches, ``BookCrossedError`` if the snapshot is
-        crossed (unless policy ALLOW). O(n) for sorted input, O(n log n) otherwise."""
+        crossed (unless policy ALLOW), ``BufferError`` if it needs more level memory
+        than the book holds while a zero-copy view is alive. O(n) for sorted input,
+        O(n log n) otherwise."""
         cdef const int64_t[:] bp = _as_array(bid_prices, cnp.NPY_INT64, "bid_prices")
         cdef const int64_t[:] bq = _as_array(bid_qtys, cnp.NPY_INT64, "bid_qtys")
         cdef const int64_t[:] ap = _as_array(ask_prices, cnp.NPY_INT64, "ask_prices")
@@ -622,11 +1048,9 @@ cdef class OrderBook:
             self.event_ts_ns = ts_ns
 
     def clear(self):
-        """Remove every level (keeps the memory). O(1)."""
-        cdef int k
-        for k in range(2):
-            self.sides[k].lo = self.sides[k].capacity // 2
-            self.sides[k].hi = self.sides[k].lo
+        """Remove every level (keeps the memory: the blocks become spares). O(blocks)."""
+        side_empty(&self.sides[SIDE_BID], &self.pool)
+        side_empty(&self.sides[SIDE_ASK], &self.pool)
         self.version += 1
 
     # ------------------------------------------------------------------
@@ -635,29 +1059,29 @@ cdef class OrderBook:
 
     def best_bid(self):
         """Best bid as ``(price_ticks, qty_lots)``, or None when there are no bids. O(1)."""
-        cdef const BookSide* s = &self.sides[SIDE_BID]
-        if s.hi == s.lo:
+        cdef const Level* best = side_best(&self.sides[SIDE_BID])
+        if best == NULL:
             return None
-        return (s.buf[s.hi - 1].price_ticks, s.buf[s.hi - 1].qty_lots)
+        return (best.price_ticks, best.qty_lots)
 
     def best_ask(self):
         """Best ask as ``(price_ticks, qty_lots)``, or None when there are no asks. O(1)."""
-        cdef const BookSide* s = &self.sides[SIDE_ASK]
-        if s.hi == s.lo:
+        cdef const Level* best = side_best(&self.sides[SIDE_ASK])
+        if best == NULL:
             return None
-        return (s.buf[s.hi - 1].price_ticks, s.buf[s.hi - 1].qty_lots)
+        return (best.price_ticks, best.qty_lots)
 
     def bbo(self):
         """``(bid_price, bid_qty, ask_price, ask_qty)`` in one call; an empty side's two
         entries are None. O(1); the same tuple is returned while the top is unchanged."""
-        cdef const BookSide* b = &self.sides[SIDE_BID]
-        cdef const BookSide* a = &self.sides[SIDE_ASK]
+        cdef const Level* b = side_best(&self.sides[SIDE_BID])
+        cdef const Level* a = side_best(&self.sides[SIDE_ASK])
         cdef Level bl, al
         bl.price_ticks = bl.qty_lots = al.price_ticks = al.qty_lots = 0
-        if b.hi > b.lo:
-            bl = b.buf[b.hi - 1]
-        if a.hi > a.lo:
-            al = a.buf[a.hi - 1]
+        if b != NULL:
+            bl = b[0]
+        if a != NULL:
+            al = a[0]
         # Sizes are > 0 for a present level, so (0, 0) marks an empty side in the key.
         if (self.bbo_cache is not None and bl.price_ticks == self.bbo_key[0].price_ticks
                 and bl.qty_lots == self.bbo_key[0].qty_lots and al.price_ticks == self.bbo_key[1].price_ticks
@@ -666,58 +1090,78 @@ cdef class OrderBook:
         self.bbo_key[0] = bl
         self.bbo_key[1] = al
         self.bbo_cache = (
-            b.buf[b.hi - 1].price_ticks if b.hi > b.lo else None,
-            b.buf[b.hi - 1].qty_lots if b.hi > b.lo else None,
-            a.buf[a.hi - 1].price_ticks if a.hi > a.lo else None,
-            a.buf[a.hi - 1].qty_lots if a.hi > a.lo else None,
+            bl.price_ticks if b != NULL else None,
+            bl.qty_lots if b != NULL else None,
+            al.price_ticks if a != NULL else None,
+            al.qty_lots if a != NULL else None,
         )
         return self.bbo_cache
 
     def level_count(self, int side):
         """Number of levels on a side. O(1)."""
         _check_side(side)
-        return self.sides[side].hi - self.sides[side].lo
+        return self.sides[side].count
 
     @property
     def bid_count(self):
         """Number of bid levels. O(1)."""
-        return self.sides[SIDE_BID].hi - self.sides[SIDE_BID].lo
+        return self.sides[SIDE_BID].count
 
     @property
     def ask_count(self):
         """Number of ask levels. O(1)."""
-        return self.sides[SIDE_ASK].hi - self.sides[SIDE_ASK].lo
+        return self.sides[SIDE_ASK].count
 
     def __len__(self):
         """Levels on both sides together."""
-        return book_count(&self.sides[0]) + book_count(&self.sides[1])
+        return self.sides[0].count + self.sides[1].count
 
     def qty_at(self, int side, int64_t price_ticks):
         """Size in lots at a price on a side (0 when no level). O(log d)."""
         _check_side(side)
         cdef const BookSide* s = &self.sides[side]
-        cdef Py_ssize_t i = book_find(s, price_ticks)
-        if i < s.hi and s.buf[i].price_ticks == price_ticks:
-            return s.buf[i].qty_lots
+        cdef Py_ssize_t j, i
+        if s.count == 0:
+            return 0
+        side_find(s, price_ticks, &j, &i)
+        if i < s.blocks[j].count and s.blocks[j].levels[i].price_ticks == price_ticks:
+            return s.blocks[j].levels[i].qty_lots
         return 0
 
     def level(self, int side, Py_ssize_t index):
-        """The index-th best level ``(price_ticks, qty_lots)`` (0 is the best). O(1).
-        Raises IndexError past the last level."""
+        """The index-th best level ``(price_ticks, qty_lots)`` (0 is the best).
+        O(1 + index / 100) (one step per block above it). Raises IndexError past the
+        last level."""
         _check_side(side)
         cdef const BookSide* s = &self.sides[side]
-        if index < 0 or index >= s.hi - s.lo:
-            raise IndexError(f"level {index} of {s.hi - s.lo} on the {'bid' if side == SIDE_BID else 'ask'} side")
-        return (s.buf[s.hi - 1 - index].price_ticks, s.buf[s.hi - 1 - index].qty_lots)
+        cdef Py_ssize_t j = s.nblocks - 1, left = index
+        if index < 0 or index >= s.count:
+            raise IndexError(f"level {index} of {s.count} on the {'bid' if side == SIDE_BID else 'ask'} side")
+        while left >= s.blocks[j].count:
+            left -= s.blocks[j].count
+            j -= 1
+        cdef const Level* lv = &s.blocks[j].levels[s.blocks[j].count - 1 - left]
+        return (lv.price_ticks, lv.qty_lots)
 
     def bids(self, n=None, *, bint copy=True):
         """Top ``n`` bids (all when None), best first, as a numpy array of LEVEL_DTYPE
         (fields ``price`` in ticks and ``qty`` in lots). O(n).
 
-        ``copy=False`` returns a read-only zero-copy view into the book's memory. It is
-        valid until the next change of the book (after which it shows whatever the
-        memory then holds, never freed memory): while any view is alive the book
-        refuses to reallocate (``BufferError`` on an update that needs to grow)."""
+        ``copy=False`` returns a read-only zero-copy view into the book's memory, O(1)
+        when the top block already holds the top ``n`` levels. It is valid until the
+        next change of the book; after that it shows whatever the memory then holds,
+        never freed memory. The rules that guarantee it:
+
+        - while any view is alive the book frees and reallocates no level memory
+          (blocks it lets go of are kept, and freed once the last view is gone);
+        - while any view is alive an update that needs new level memory (a block
+          split with no spare block) raises ``BufferError``, book unchanged;
+        - the top ``n`` levels must be contiguous: when the top block holds fewer,
+          the export first moves levels into it (O(n); for ``n`` beyond a block, the
+          top blocks are gathered into one larger block, which returns to standard
+          blocks on the first deep change in it). That move would change what live
+          views show, so with any view alive it raises ``BufferError`` instead:
+          release the views (``del``) or use ``copy=True``."""
         return self._export(SIDE_BID, n, copy)
 
     def asks(self, n=None, *, bint copy=True):
@@ -726,10 +1170,12 @@ cdef class OrderBook:
 
     cdef object _export(self, int side, object n, bint copy):
         cdef const BookSide* s = &self.sides[side]
-        cdef cnp.npy_intp k = s.hi - s.lo
+        cdef cnp.npy_intp k = s.count
         cdef cnp.npy_intp stride = -<cnp.npy_intp>sizeof(Level)
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i = 0, j = s.nblocks - 1, m, t
         cdef Level* dst
+        cdef const Block* b
+        cdef void* data = <void*>&_NO_LEVEL
         cdef _LevelsExport owner
         if n is not None:
             if n < 0:
@@ -740,23 +1186,86 @@ cdef class OrderBook:
             Py_INCREF(_LEVEL_DTYPE)
             arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, NULL, NULL, 0, NULL)
             dst = <Level*>cnp.PyArray_DATA(arr)
-            for i in range(k):
-                dst[i] = s.buf[s.hi - 1 - i]
+            while i < k:
+                b = &s.blocks[j]
+                m = k - i if k - i < b.count else b.count
+                for t in range(m):
+                    dst[i + t] = b.levels[b.count - 1 - t]
+                i += m
+                j -= 1
             return arr
-        # Zero copy: a negative stride walks from the best level down.
+        # Zero copy: a negative stride walks from the best level down the top block.
+        if k > 0:
+            self._contiguous_top(side, k)
+            b = &s.blocks[s.nblocks - 1]
+            data = <void*>&b.levels[b.count - 1]
         Py_INCREF(_LEVEL_DTYPE)
-        arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, &stride,
-                                   <void*>&s.buf[s.hi - 1] if k > 0 else <void*>s.buf, 0, NULL)
+        arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, &stride, data, 0, NULL)
         owner = _LevelsExport.__new__(_LevelsExport)
         owner.book = self
-        self.exports += 1
+        self.pool.exports += 1
         cnp.set_array_base(arr, owner)
         return arr
 
     @property
     def live_views(self):
-        """Number of zero-copy views alive (the book will not reallocate while > 0)."""
-        return self.exports
+        """Number of zero-copy views alive (see ``bids`` for what the book refuses while > 0)."""
+        return self.pool.exports
+
+    cdef int _contiguous_top(self, int side, Py_ssize_t k) except -1:
+        """Make the side's top block hold its best k levels (k <= level count)."""
+        cdef BookSide* s = &self.sides[side]
+        cdef Block* top = &s.blocks[s.nblocks - 1]
+        cdef Block* src
+        cdef Py_ssize_t j, m, total = 0, cap, pos = 0
+        cdef int64_t best_price
+        cdef Level* big
+        if top.count >= k:
+            return 0
+        if self.pool.exports > 0:
+            raise BufferError(
+                f"{self.instrument.symbol}: the top {k} {'bids' if side == SIDE_BID else 'asks'} are not "
+                f"contiguous and {self.pool.exports} zero-copy view(s) are alive; gathering them would move "
+                "levels those views show: release the views (del the array) or use copy=True")
+        if k <= top.capacity:
+            # Top up the top block from the block below it (no allocation).
+            while top.count < k:
+                j = s.nblocks - 2
+                src = &s.blocks[j]
+                m = k - top.count if k - top.count < src.count else src.count
+                memmove(&top.levels[m], top.levels, <size_t>top.count * sizeof(Level))
+                memcpy(top.levels, &src.levels[src.count - m], <size_t>m * sizeof(Level))
+                top.count += m
+                src.count -= m
+                if src.count == 0:
+                    pool_release(&self.pool, src.levels, src.capacity)
+                    side_close_slot(s, j)
+                else:
+                    s.tops[j] = src.levels[src.count - 1].price_ticks
+                top = &s.blocks[s.nblocks - 1]
+            return 0
+        # Gather whole blocks from the top down into one larger block. Freeing the old
+        # blocks is safe: no view is alive.
+        j = s.nblocks
+        while total < k:
+            j -= 1
+            total += s.blocks[j].count
+        cap = total + BLOCK_LEVELS // 2
+        big = <Level*>PyMem_RawMalloc(<size_t>cap * sizeof(Level))
+        if big == NULL:
+            raise MemoryError()
+        self.pool.large_levels += cap
+        best_price = s.tops[s.nblocks - 1]
+        for m in range(j, s.nblocks):
+            memcpy(&big[pos], s.blocks[m].levels, <size_t>s.blocks[m].count * sizeof(Level))
+            pos += s.blocks[m].count
+            pool_release(&self.pool, s.blocks[m].levels, s.blocks[m].capacity)
+        s.nblocks = j + 1
+        s.blocks[j].levels = big
+        s.blocks[j].count = total
+        s.blocks[j].capacity = cap
+        s.tops[j] = best_price
+        return 0
 
     # ------------------------------------------------------------------
     # Analytics. Prices in ticks, sizes in lots; floats only for ratios.
@@ -790,14 +1299,8 @@ cdef class OrderBook:
         side, in [-1, 1]; None when both are empty. O(n)."""
         if n <= 0:
             raise ValueError(f"n = {n}: must be >= 1")
-        cdef engine_i128 qb = 0, qa = 0
-        cdef const BookSide* b = &self.sides[SIDE_BID]
-        cdef const BookSide* a = &self.sides[SIDE_ASK]
-        cdef Py_ssize_t i
-        for i in range(min(n, b.hi - b.lo)):
-            qb += b.buf[b.hi - 1 - i].qty_lots
-        for i in range(min(n, a.hi - a.lo)):
-            qa += a.buf[a.hi - 1 - i].qty_lots
+        cdef engine_i128 qb = side_top_qty(&self.sides[SIDE_BID], n)
+        cdef engine_i128 qa = side_top_qty(&self.sides[SIDE_ASK], n)
         if qb + qa == 0:
             return None
         return <double>(qb - qa) / <double>(qb + qa)
@@ -813,14 +1316,19 @@ cdef class OrderBook:
         cdef const BookSide* s = &self.sides[1 - taker_side]
         cdef int64_t left = qty_lots, take
         cdef engine_i128 notional = 0
-        cdef Py_ssize_t i = s.hi - 1
+        cdef Py_ssize_t j = s.nblocks - 1, i
+        cdef const Level* lv
         cdef int64_t worst = 0
-        while left > 0 and i >= s.lo:
-            take = s.buf[i].qty_lots if s.buf[i].qty_lots < left else left
-            notional += <engine_i128>take * s.buf[i].price_ticks
-            worst = s.buf[i].price_ticks
-            left -= take
-            i -= 1
+        while left > 0 and j >= 0:
+            i = s.blocks[j].count - 1
+            while left > 0 and i >= 0:
+                lv = &s.blocks[j].levels[i]
+                take = lv.qty_lots if lv.qty_lots < left else left
+                notional += <engine_i128>take * lv.price_ticks
+                worst = lv.price_ticks
+                left -= take
+                i -= 1
+            j -= 1
         if left == qty_lots:
             return (0, 0, None)
         return (qty_lots - left, book_i128_to_int(notional), worst)
@@ -847,29 +1355,70 @@ cdef class OrderBook:
         return self.best_level(SIDE_BID, &b) and self.best_level(SIDE_ASK, &a) and b.price_ticks == a.price_ticks
 
     def memory_bytes(self):
-        """Bytes of level and journal memory held (excluding the Python object)."""
-        return (self.sides[0].capacity + self.sides[1].capacity) * sizeof(Level) + \
-            self.journal_capacity * sizeof(JournalEntry)
+        """Bytes of level memory (slabs of standard blocks, larger blocks held or
+        parked), block index and journal held, excluding the Python object. O(1)."""
+        return ((self.pool.slab_levels + self.pool.large_levels) * sizeof(Level)
+                + (self.sides[0].slots + self.sides[1].slots) * (sizeof(Block) + sizeof(int64_t))
+                + self.journal_capacity * sizeof(JournalEntry))
 
     def _check_invariants(self):
-        """Raise AssertionError unless: both sides strictly sorted worst first, no
-        level with size <= 0, bounds consistent, not crossed (unless ALLOW)."""
+        """Raise AssertionError unless: every side is a sequence of non-empty blocks
+        within their capacity, its levels strictly sorted worst first within and across
+        blocks, each cached block top equal to the block's last price, counts adding up,
+        no level with size <= 0; spare list, slabs, parked blocks and memory counts
+        consistent; max_depth respected; not crossed (unless ALLOW). O(n)."""
         cdef int k
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, j, total, standard = 0, large = 0, spares = 0
         cdef const BookSide* s
+        cdef const Block* b
+        cdef const Level* prev
+        cdef Level* blk
         for k in range(2):
             s = &self.sides[k]
-            if not (0 <= s.lo <= s.hi <= s.capacity):
-                raise AssertionError(f"side {k}: bounds lo={s.lo} hi={s.hi} capacity={s.capacity}")
             if s.is_bid != (k == SIDE_BID):
                 raise AssertionError(f"side {k}: is_bid flag wrong")
-            for i in range(s.lo, s.hi):
-                if s.buf[i].qty_lots <= 0:
-                    raise AssertionError(f"side {k}: level {s.buf[i].price_ticks} has size {s.buf[i].qty_lots}")
-                if i > s.lo and not book_worse(s.is_bid, s.buf[i - 1].price_ticks, s.buf[i].price_ticks):
-                    raise AssertionError(f"side {k}: unsorted at {s.buf[i - 1].price_ticks}, {s.buf[i].price_ticks}")
-            if self.max_depth and s.hi - s.lo > self.max_depth:
-                raise AssertionError(f"side {k}: {s.hi - s.lo} levels beyond max_depth {self.max_depth}")
+            if not (0 <= s.nblocks <= s.slots):
+                raise AssertionError(f"side {k}: {s.nblocks} blocks in {s.slots} slots")
+            total = 0
+            prev = NULL
+            for j in range(s.nblocks):
+                b = &s.blocks[j]
+                if not (1 <= b.count <= b.capacity) or b.capacity < BLOCK_LEVELS:
+                    raise AssertionError(f"side {k} block {j}: count {b.count}, capacity {b.capacity}")
+                if s.tops[j] != b.levels[b.count - 1].price_ticks:
+                    raise AssertionError(f"side {k} block {j}: cached top {s.tops[j]} != {b.levels[b.count - 1].price_ticks}")
+                for i in range(b.count):
+                    if b.levels[i].qty_lots <= 0:
+                        raise AssertionError(f"side {k}: level {b.levels[i].price_ticks} has size {b.levels[i].qty_lots}")
+                    if prev != NULL and not book_worse(s.is_bid, prev.price_ticks, b.levels[i].price_ticks):
+                        raise AssertionError(f"side {k} block {j}: unsorted at {prev.price_ticks}, {b.levels[i].price_ticks}")
+                    prev = &b.levels[i]
+                total += b.count
+                if b.capacity == BLOCK_LEVELS:
+                    standard += 1
+                else:
+                    large += b.capacity
+            if total != s.count:
+                raise AssertionError(f"side {k}: count {s.count} but blocks hold {total}")
+            if self.max_depth and s.count > self.max_depth:
+                raise AssertionError(f"side {k}: {s.count} levels beyond max_depth {self.max_depth}")
+        blk = self.pool.spare
+        while blk != NULL:
+            spares += 1
+            blk = <Level*><intptr_t>blk[0].price_ticks
+        if spares != self.pool.spare_count:
+            raise AssertionError(f"spare list holds {spares} blocks, counted {self.pool.spare_count}")
+        if (standard + spares) * BLOCK_LEVELS != self.pool.slab_levels:
+            raise AssertionError(f"{standard} blocks held and {spares} spare, but slabs hold "
+                                 f"{self.pool.slab_levels // BLOCK_LEVELS}")
+        blk = self.pool.parked
+        if blk != NULL and self.pool.exports == 0:
+            raise AssertionError("parked blocks but no live view")
+        while blk != NULL:
+            large += blk[0].qty_lots
+            blk = <Level*><intptr_t>blk[0].price_ticks
+        if large != self.pool.large_levels:
+            raise AssertionError(f"larger blocks hold {large} levels of memory, counted {self.pool.large_levels}")
         if self.cross_policy != CROSS_ALLOW and self._crossed():
             raise AssertionError("book is crossed")
         return True
