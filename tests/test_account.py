@@ -711,3 +711,19 @@ def test_batch_defers_pruning_until_commit() -> None:
     assert b.applied and acct.closed_order_count == 0 and acct.order_count == 0
     assert acct.position("BTCUSDT").qty_lots == 3
     acct._check_invariants()
+
+
+def test_retention_bounds_venue_position_ids() -> None:
+    acct = Account(instruments=[btc(), Instrument("ETHUSDT", "0.01", "0.01")], max_closed_orders=8)
+    acct.on_position_create("E0", "ETHUSDT", "InProgress", "1", "10")     # ETH's newest id: kept
+    for i in range(200):
+        assert acct.on_position_create(f"B{i}", "BTCUSDT", "InProgress", "1", "100")
+        assert acct.on_position_update(f"B{i}", "BTCUSDT", "Completed", "0")
+        assert acct.position_id_count <= 8 + 8 // 8 + 1 + 2 + 1
+    assert acct.on_position_update("E0", "ETHUSDT", "InProgress", "2", "10")
+    assert acct.on_position_create("B200", "BTCUSDT", "InProgress", "1", "100")
+    assert acct.on_position_update("B200", "BTCUSDT", "InProgress", "2", "100")
+    with pytest.raises(OrderInputError, match="unknown position id 'B3'"):
+        acct.on_position_update("B3", "BTCUSDT", "InProgress", "1", "100")
+    with pytest.raises(InvalidTransition, match="already created"):
+        acct.on_position_create("B199", "BTCUSDT", "InProgress", "1", "100")   # recent ids are remembered

@@ -144,6 +144,7 @@ cdef class Account:
     cdef void _mark_closed(self, Py_ssize_t slot) noexcept
     cdef int _prune_point(self) except -1
     cdef Py_ssize_t _free_closed(self, int64_t cutoff) except -1
+    cdef int _prune_position_ids(self) except -1
     cdef int _fold_plan(self, str order_id, const OrderRec* after, int64_t cost, OrderAux* aux,
                         int64_t* lots_out, int64_t* cost_out) except -1
     cdef int _snapshot(self, Py_ssize_t slot, int status, int64_t qty_lots, int64_t filled_lots,

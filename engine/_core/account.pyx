@@ -99,6 +99,9 @@ cdef class Account:
     at the end of an order-changing call and never inside a callback or a batch, so a
     bot's memory stays flat. An order that closed stays readable until at least
     ``max_closed_orders`` later orders closed. O(slots) per prune, amortized O(1).
+    Venue position ids (one per round trip) are bounded the same way: each
+    instrument's newest id is always kept, and the newest ``max_closed_orders``
+    others.
 
     Batches: ``with acct.batch(): ...`` (or ``begin_batch`` / ``commit_batch`` /
     ``abort_batch``) applies several calls whole or not at all, callbacks after the
@@ -474,6 +477,32 @@ cdef class Account:
         if self.n_closed > self.prune_at and self.callback_depth == 0 and not self.in_batch:
             self._free_closed(self.close_counter - self.max_closed_orders)
         return 0
+
+    cdef int _prune_position_ids(self) except -1:
+        # Venue position ids grow by one per round trip: keep each instrument's newest
+        # id (the last inserted) and the newest max_closed_orders others; an update
+        # naming a forgotten id is refused as unknown. Same conditions as the order
+        # prune; O(ids) per prune, amortized O(1).
+        if (self.max_closed_orders < 0 or len(self.position_ids) <= self.prune_at + self.n_instruments
+                or self.callback_depth or self.in_batch):
+            return 0
+        newest = {}
+        for pid, islot in self.position_ids.items():
+            newest[islot] = pid
+        keep = set(newest.values())
+        excess = len(self.position_ids) - len(keep) - self.max_closed_orders
+        for pid in list(self.position_ids):         # oldest first
+            if excess <= 0:
+                break
+            if pid not in keep:
+                del self.position_ids[pid]
+                excess -= 1
+        return 0
+
+    @property
+    def position_id_count(self) -> int:
+        """Venue position ids remembered (see the retention policy)."""
+        return len(self.position_ids)
 
     cdef Py_ssize_t _free_closed(self, int64_t cutoff) except -1:
         # Forget every closed order with closed_seq <= cutoff; their slots become free.
@@ -1002,6 +1031,7 @@ cdef class Account:
         p[0] = tmp
         self.position_ids[position_id] = islot
         self._notify_position(islot)
+        self._prune_position_ids()
         return True
 
     def on_position_order_create(self, str position_id, str order_id, str symbol, object side,
@@ -1047,6 +1077,7 @@ cdef class Account:
         self.position_ids.setdefault(position_id, islot)
         self._notify_order(slot)
         self._prune_point()
+        self._prune_position_ids()
         return True
 
     def on_position_order_update(self, str order_id, object status, object qty, object price=None,
