@@ -33,7 +33,12 @@ cdef class FeedCounters:
 cdef class FrameSink:
     """A decoder that takes frames at C level. buf[0:n] is BORROWED from picows' read
     buffer: valid only during the call; never keep a pointer to it."""
+    cdef bint applying            # inside deliver(): the decoder's scratch is in use and
+                                  # user callbacks may be running
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
+    # The one entry to on_frame_c (FrameSink.feed, FrameListener.on_ws_frame): refuses a
+    # frame fed from a callback of the frame being applied (RuntimeError, nothing done).
+    cdef int deliver(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
 
 
 cdef class FrameListener(WSListener):

@@ -113,12 +113,28 @@ cdef class FrameSink:
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         raise NotImplementedError(f"{type(self).__name__}.on_frame_c")
 
+    cdef int deliver(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        # Decoders keep pointers into their scratch buffers (and spans into the frame)
+        # across the user callbacks they run; a frame decoded from inside one of those
+        # callbacks would grow (realloc) that scratch under them. So a re-entrant frame
+        # is refused here, once for every venue, before it touches anything.
+        if self.applying:
+            raise RuntimeError(f"{type(self).__name__}: a frame was fed from a callback of the frame "
+                               f"being applied; refused (feed it after the callback returns)")
+        self.applying = True
+        try:
+            return self.on_frame_c(buf, n, recv_ns)
+        finally:
+            self.applying = False
+
     def feed(self, frame, int64_t recv_ns):
-        """Decode one message from a bytes-like object (read during the call only)."""
+        """Decode one message from a bytes-like object (read during the call only).
+        RuntimeError, with nothing decoded, when called from a callback of a frame this
+        sink is applying."""
         cdef Py_buffer view
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
-            self.on_frame_c(<const char*>view.buf, view.len, recv_ns)
+            self.deliver(<const char*>view.buf, view.len, recv_ns)
         finally:
             PyBuffer_Release(&view)
 
@@ -164,7 +180,7 @@ cdef class FrameListener(WSListener):
         try:
             if self.sink is not None:
                 # payload_ptr borrows picows' read buffer for this call only.
-                self.sink.on_frame_c(frame.payload_ptr, n, recv_ns)
+                self.sink.deliver(frame.payload_ptr, n, recv_ns)
             else:
                 self.on_frame(frame.get_payload_as_memoryview(), recv_ns)
         except DecodeError as exc:

@@ -99,7 +99,6 @@ cdef class BotPlatformDecoder(FrameSink):
     cdef const char* _user_id_ptr      # into _user_id_utf8 (owned by self, replaced together)
     cdef Py_ssize_t _user_id_len
     cdef bint oom                      # a snapshot scratch array could not grow
-    cdef bint applying                 # inside on_frame_c (user callbacks may run)
     cdef public int64_t last_seq       # last User seq applied; -1 before any snapshot
     cdef public bint synced            # this connection's Snapshot was applied
     cdef readonly int64_t heartbeats

@@ -301,16 +301,9 @@ cdef class BotPlatformDecoder:
         buffer: valid for this call only). DecodeError for a malformed message: nothing
         of it is applied. ``feed(frame, recv_ns)`` is the Python entry."""
         cdef JsonCursor c
-        if self.applying:
-            # A user callback fed this decoder while it applies a frame: the snapshot
-            # scratch and the sequence state are in use.
-            raise RuntimeError("BotPlatformDecoder.feed called from a callback of the frame it applies")
+        # Re-entry (a callback feeding this decoder) is refused by FrameSink.deliver.
         js_init(&c, buf, n)
-        self.applying = True
-        try:
-            return self.decode_frame(&c, recv_ns)
-        finally:
-            self.applying = False
+        return self.decode_frame(&c, recv_ns)
 
     # ---- envelope ----------------------------------------------------------------------
     cdef int decode_frame(self, JsonCursor* c, int64_t recv_ns) except -1:
