@@ -21,7 +21,7 @@ from engine._core.kline cimport KlineAggregator, Frame, FRAME_TIME
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
     JS_OK, JS_END, JS_BAD_FIELD, JS_MISSING_FIELD, JS_WRONG_TYPE,
-    JS_OVERFLOW, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE,
+    JS_OVERFLOW, JS_DUPLICATE, JK_NULL, JK_STRING, JK_NUMBER, JK_TRUE, JK_FALSE,
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_span_is, js_span_to_str, js_raise, js_peek, js_claim, js_match_word,
@@ -35,6 +35,8 @@ cdef enum:
     NS_PER_MS = 1000000
 # Largest wire time in ms that still fits int64 ns.
 cdef int64_t MAX_MS = 9223372036854
+# Latest candle open time KlineAggregator.push_venue accepts (its MAX_CANDLE_TS_NS, 2**62 ns).
+cdef int64_t MAX_CANDLE_TS_NS = (<int64_t>1) << 62
 
 #: Event kinds for Python (the cdef enum values of stream_decode.pxd).
 EVENT_ORDERBOOK = EV_ORDERBOOK
@@ -84,14 +86,15 @@ cdef inline bint lit(const char* p, const char* end, const char* s, Py_ssize_t n
 
 
 cdef inline const char* digits(const char* p, const char* end, int64_t* out) noexcept nogil:
-    """Parse an unsigned JSON integer of 1-18 digits at p; NULL if p holds anything else."""
+    """Parse an unsigned JSON integer of 1-18 digits at p; NULL if p holds anything else.
+    The length is checked before each digit is added, so v never exceeds 10**18 - 1."""
     cdef const char* start = p
     cdef int64_t v = 0
     while p < end and b'0' <= p[0] <= b'9':
+        if p - start == 18:
+            return NULL   # a 19th digit: the generic path reads it (or reports the overflow)
         v = v * 10 + (p[0] - 48)
         p += 1
-        if p - start > 18:
-            return NULL
     if p == start or (start[0] == b'0' and p - start > 1):
         return NULL
     out[0] = v
@@ -198,8 +201,8 @@ cdef JsonStatus read_rows(JsonCursor* c, Row* rows, Py_ssize_t cap, Py_ssize_t* 
     """An array of levels ``[{"ticks":int,"lots":int,"count":int},...]`` (given
     ``side``) or of trades ``[{"id":int,"ticks":int,"lots":int,"side":"buy"|"sell",
     "ts":ms},...]`` appended to rows[*n:cap] (*n advanced). Each object takes the compact
-    fast path when it can, else the member-by-member path; lots must be positive, a
-    trade id non-negative. Fused: one specialization per row type, no runtime switch."""
+    fast path when it can, else the member-by-member path; lots must be positive, and
+    for a trade the price too, its id non-negative. Fused: one specialization per row type, no runtime switch."""
     cdef JsonSpan key
     cdef Py_ssize_t nel = 0, nmem, obj_pos
     cdef unsigned int seen
@@ -246,7 +249,7 @@ cdef JsonStatus read_rows(JsonCursor* c, Row* rows, Py_ssize_t cap, Py_ssize_t* 
             if row.qty_lots <= 0:
                 return js_fail(c, JS_BAD_FIELD, obj_pos)
         else:
-            if row.qty_lots <= 0 or row.trade_id < 0:
+            if row.price_ticks <= 0 or row.qty_lots <= 0 or row.trade_id < 0:
                 return js_fail(c, JS_BAD_FIELD, obj_pos)
         n[0] += 1
     return JS_OK if st == JS_END else st
@@ -505,11 +508,14 @@ cdef class StreamDecoder:
         return 0
 
     cdef int apply_orderbook(self, int64_t recv_ns) except -1:
+        """Replace the book, take the new trades (ids above the last applied one), then
+        run the callbacks: every trade (kline aggregator, on_trade), then the book."""
         cdef StreamSymbol s = self.cur
         cdef Py_ssize_t i
         cdef TradeRow* rows = self.trade_rows
         cdef Py_ssize_t n = self.n_trades
         cdef int64_t last
+        cdef list new_trades = None
         if s is None:
             return 0
         try:
@@ -535,15 +541,21 @@ cdef class StreamDecoder:
         s.book.event_ts_ns = self.msg_ts_ns
         s.books += 1
         inst = s.instrument
+        # The Trade objects are built before any callback runs: the rows live in the
+        # decoder's scratch, which is not read again once user code may run.
         for i in range(n):
             if rows[i].trade_id <= last:
                 self.duplicate_trades += 1
                 continue
             last = rows[i].trade_id
             s.trades += 1
-            self.dispatch.trade(self.trade_type(inst, str(rows[i].trade_id), rows[i].price_ticks,
-                                                rows[i].qty_lots, rows[i].side, rows[i].ts_ns, recv_ns),
-                                recv_ns)
+            if new_trades is None:
+                new_trades = []
+            new_trades.append(self.trade_type(inst, str(rows[i].trade_id), rows[i].price_ticks,
+                                              rows[i].qty_lots, rows[i].side, rows[i].ts_ns, recv_ns))
+        if new_trades is not None:
+            for trade in new_trades:
+                self.dispatch.trade(trade, recv_ns)
         self.dispatch.book(s.book, recv_ns)
         return 0
 
@@ -636,12 +648,16 @@ cdef class StreamDecoder:
         if self.cur_frame < 0:
             self.unknown_symbol += 1
             return 0
-        # Time alignment is checked here too, so apply_kline cannot fail halfway.
+        # Every condition push_venue checks is checked here (read_candle: volume and
+        # low <= open, close <= high; here: time range and alignment; apply_kline: add
+        # or modify from the current candle), so apply_kline cannot fail halfway.
         cdef Frame* f = &self.cur.aggregator.frames[self.cur_frame]
         for i in range(2):
-            if self.candles[i].present and (self.candles[i].open_ts_ns - f.offset_ns) % f.length_ns != 0:
+            if self.candles[i].present and (self.candles[i].open_ts_ns > MAX_CANDLE_TS_NS or
+                                            (self.candles[i].open_ts_ns - f.offset_ns) % f.length_ns != 0):
                 raise DecodeError(f"stream kline {self.cur.symbol} {js_span_to_str(c, &interval)}: created "
-                                  f"{self.candles[i].open_ts_ns // NS_PER_MS} ms is not an interval start",
+                                  f"{self.candles[i].open_ts_ns // NS_PER_MS} ms is not an interval start"
+                                  + (" (past 2**62 ns)" if self.candles[i].open_ts_ns > MAX_CANDLE_TS_NS else ""),
                                   obj_pos)
         return 0
 
@@ -662,21 +678,31 @@ cdef class StreamDecoder:
         agg = s.aggregator
         if second.present and (not first.present or second.open_ts_ns < first.open_ts_ns):
             first, second = second, first
-        for k in range(2):
-            cd = first if k == 0 else second
-            if not cd.present:
-                continue
-            f = &agg.frames[self.cur_frame]
-            if f.venue_has and cd.open_ts_ns < f.venue_cur.open_ts_ns:
-                self.stale_candles += 1
-                continue
-            try:
-                agg.push_venue(self.cur_frame, not (f.venue_has and cd.open_ts_ns == f.venue_cur.open_ts_ns),
-                               cd.open_ts_ns, cd.open_ticks, cd.high_ticks, cd.low_ticks, cd.close_ticks,
-                               cd.volume_lots, cd.update_ts_ns)
-            except KlineError as exc:   # every condition was checked before: a bug if seen
-                raise DecodeError(f"stream kline {s.symbol}: {exc}") from exc
-            s.klines += 1
+        # The aggregator's callbacks wait until both candles are in: while its
+        # `dispatching` flag is set, push_venue queues its events instead of delivering
+        # them (the flag a re-entrant update sees); they are delivered below.
+        cdef bint was_dispatching = agg.dispatching
+        agg.dispatching = True
+        try:
+            for k in range(2):
+                cd = first if k == 0 else second
+                if not cd.present:
+                    continue
+                f = &agg.frames[self.cur_frame]
+                if f.venue_has and cd.open_ts_ns < f.venue_cur.open_ts_ns:
+                    self.stale_candles += 1
+                    continue
+                try:
+                    agg.push_venue(self.cur_frame, not (f.venue_has and cd.open_ts_ns == f.venue_cur.open_ts_ns),
+                                   cd.open_ts_ns, cd.open_ticks, cd.high_ticks, cd.low_ticks, cd.close_ticks,
+                                   cd.volume_lots, cd.update_ts_ns)
+                except KlineError as exc:   # every condition was checked before: a bug if seen
+                    raise DecodeError(f"stream kline {s.symbol}: {exc}") from exc
+                s.klines += 1
+        finally:
+            agg.dispatching = was_dispatching
+        if not was_dispatching and (agg.n_events or agg.updated_mask):
+            agg.dispatch()
         return 0
 
     # ---- openorders / positions (account events: Python objects for the Account API) --
@@ -735,6 +761,7 @@ cdef class StreamDecoder:
         cdef JsonSpan key
         cdef Py_ssize_t nmem = 0, nel
         cdef bint b
+        cdef unsigned int seen = 0
         cdef JsonStatus st
         cdef list rows
         self.rows_a = []
@@ -747,6 +774,9 @@ cdef class StreamDecoder:
                 break
             if js_span_is(c, &key, b"modify", 6) or js_span_is(c, &key, b"cancel", 6):
                 rows = self.rows_a if js_span_is(c, &key, b"modify", 6) else self.rows_b
+                st = js_claim(c, &key, &seen, 1 if rows is self.rows_a else 2)
+                if st != JS_OK:
+                    break
                 if js_peek(c) == JK_NULL:
                     st = js_read_null(c, &b)
                     continue
@@ -775,8 +805,10 @@ cdef class StreamDecoder:
             if st != JS_OK:
                 break
             if js_span_is(c, &key, b"balances", 8):
+                if seen:   # as every decoder treats a field it reads twice
+                    st = js_fail(c, JS_DUPLICATE, key.start)
+                    break
                 seen = True
-                # nel is not reset: a second "balances" array fails as JSON syntax.
                 self.read_items(c, self.rows_a, "positions", &nel, &st)
             elif js_span_is(c, &key, b"ts", 2):
                 st = read_ms(c, &self.msg_ts_ns)

@@ -581,6 +581,12 @@ def test_decoder_many_trades_in_any_order() -> None:
     b'42["kline",{"symbol":"BTC-USDT","add":null}]',
     b'42["positions",{"ts":1}]',
     b'42["openorders",{"modify":[{"id":"x","nested":{"a":1}}]}]',
+    # Trade prices must be positive (the compact path has no sign; the generic one does).
+    b'42["orderbook",{"symbol":"BTC-USDT","bids":[],"asks":[],"trades":[{"ts":1,"id":3,"ticks":-100,"lots":1,"side":"buy"}]}]',
+    _ob(9, [(100, 1)], [(101, 1)], [(3, 0, 1, "buy")]),
+    # A candle past the aggregator's 2**62 ns bound beside one that would apply: neither.
+    b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":4611686040000,"o":1,"h":1,"l":1,"c":1,"v":1},'
+    b'"modify":{"created":1723161600000,"o":1,"h":2,"l":1,"c":2,"v":5}}]',
 ])
 def test_decoder_rejects_bad_frames_whole(frame: bytes) -> None:
     dec, book, agg, dispatch, venue = _decoder()
@@ -769,3 +775,71 @@ def test_socketio_client_state_machine() -> None:
     for bad in ("", "9", "4x", '451-["a",{"_placeholder":true,"num":0}]', '40{"nosid":1}', "42[1]"):
         with pytest.raises(DecodeError):
             sio.on_packet(bad, 1)
+
+
+@pytest.mark.parametrize("frame", [
+    b'42["positions",{"ts":1,"balances":[{"asset":"USDT","total":"1"}],"balances":[]}]',
+    b'42["openorders",{"modify":[],"cancel":null,"modify":[{"id":"O-1"}]}]',
+])
+def test_decoder_repeated_list_field_is_a_duplicate_field(frame: bytes) -> None:
+    """A list field given twice is refused as a duplicate field (every decoder's rule),
+    not misreported as JSON syntax."""
+    dec, book, agg, seen, venue = _decoder()
+    with pytest.raises(DecodeError, match="duplicate field") as err:
+        dec.feed(frame, 1)
+    # At the repeated key (offsets count from the event array, after the "42" prefix).
+    assert err.value.offset == frame.rindex(b'"balances"' if b"positions" in frame else b'"modify"') + 1 - 2
+    assert not venue.balances and not venue.orders and dec.events == 0
+
+
+def test_decoder_refuses_a_frame_fed_from_its_own_trade_callback() -> None:
+    """A trade callback feeding the decoder (which would grow the scratch its trades are
+    read from) is refused with RuntimeError, counted as a callback error; every trade of
+    the frame being applied is still delivered, in order."""
+    from feeds._hotpath import Dispatch, FeedCounters
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=())
+    book = eng.add_instrument(inst)
+    counters = FeedCounters()
+    dec = StreamDecoder(_Venue(), Dispatch(eng, "t", counters), Trade)
+    dec.add_symbol(StreamSymbol(inst, book))
+    big = _ob(2, [(99, 1)], [(101, 1)], [(1000, 100, 1, "buy")])[:-2] + b',"pad":"' + b"x" * 200000 + b'"}]'
+    order: list[str] = []
+    errors: list[BaseException] = []
+
+    def on_trade(trade: Trade) -> None:
+        order.append(trade.trade_id)
+        if len(order) == 1:
+            try:
+                dec.feed(big, 1)
+            except RuntimeError as exc:
+                errors.append(exc)
+                raise
+
+    eng.on_trade(on_trade)
+    dec.feed(_ob(1, [(99, 1)], [(101, 1)], [(1, 100, 1, "buy"), (2, 100, 1, "buy"), (3, 100, 1, "buy")]), 1)
+    assert order == ["1", "2", "3"] and book.last_update_id == 1
+    assert len(errors) == 1 and "from a callback" in str(errors[0]) and counters.callback_errors == 1
+    assert dec.duplicate_trades == 0
+    dec.feed(big, 1)   # usable again afterwards
+    assert order[-1] == "1000" and book.last_update_id == 2
+
+
+def test_decoder_kline_callbacks_run_after_both_candles_applied() -> None:
+    """A message's two candles are applied before any aggregator callback runs: a
+    divergence found by the first (the previous candle became final) is delivered once
+    the second is in place too."""
+    dec, book, agg, seen, venue = _decoder()
+    t0 = 1723161600000
+    agg.add_trade(5, 1, (t0 - 1000) * NS_PER_MS, 1)        # the first local bar is partial
+    agg.add_trade(5, 1, (t0 + 1000) * NS_PER_MS, 1)        # local 1m bar [t0, t0+60s): o=h=l=c=5 v=1
+    agg.add_trade(5, 1, (t0 + 130000) * NS_PER_MS, 1)      # closes it locally
+    dec.feed(b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":%d,"o":9,"h":9,"l":9,"c":9,"v":9}}]'
+             % t0, 1)
+    current_at_callback: list[int] = []
+    agg.on_divergence = lambda name, local, venue_bar: current_at_callback.append(
+        int(agg.current("1m", venue=True)["close_ticks"]))
+    # add t0+60s (makes the t0 candle final: it differs from the local bar), then modify it.
+    dec.feed(b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":%d,"o":1,"h":1,"l":1,"c":1,"v":1},'
+             b'"modify":{"created":%d,"o":1,"h":2,"l":1,"c":2,"v":2}}]' % (t0 + 60000, t0 + 60000), 1)
+    assert current_at_callback == [2] and dec.stale_candles == 0
