@@ -37,6 +37,31 @@ ctypedef struct FieldSpec:
     int kind
 
 
+# One publication read (scanned and converted) but not yet applied. Spans and positions
+# BORROW the frame being decoded: valid only inside the on_frame_c call that read them.
+# Book levels are in CadenzaDecoder.scratch[0:n_levels]. A data object that is valid
+# JSON but refused (bad decimal, bad word, missing field...) is not a scan error: it is
+# recorded in data_st/data_err_pos/data_dec_status, so the publication's offset can
+# still be consumed (a refused publication must not be replayed forever by recovery).
+ctypedef struct PubRead:
+    bint has_offset
+    int64_t offset
+    Py_ssize_t pub_pos         # the publication object (error offsets)
+    Py_ssize_t data_pos        # its data object; -1: absent
+    int book_type              # BOOK_*
+    int64_t seq                # book seq; -1: absent
+    int64_t ts_ns
+    Py_ssize_t n_levels
+    JsonSpan trade_id
+    int64_t price_ticks
+    int64_t qty_lots
+    int64_t trade_side
+    unsigned int seen          # trade fields present (bits of TRADE_FIELDS in the .pyx)
+    JsonStatus data_st         # JS_OK, or why the data object was refused
+    Py_ssize_t data_err_pos
+    int32_t data_dec_status
+
+
 cdef class Channel:
     """One subscribed channel and its recovery position."""
     cdef readonly str name
@@ -69,14 +94,28 @@ cdef class CadenzaDecoder(FrameSink):
     cdef readonly int64_t stale_publications   # offsets at or below the applied one
     cdef readonly int64_t dropped_unsynced     # book deltas dropped while awaiting a snapshot
     cdef readonly int64_t unknown_channel
+    cdef readonly int64_t rejected_publications  # offset consumed, payload refused
+    cdef readonly int64_t rejected_messages      # messages (and recovered publications) refused
+    # The push of the message being decoded: read during the message's scan, applied
+    # only once the whole message proved valid (spans borrow the frame).
+    cdef PubRead pub
+    cdef Channel pub_channel           # channel of `pub`; None: no publication to apply
+    cdef bint pub_unknown              # the push named a channel that is not live here
+    cdef Py_ssize_t disc_pos           # push "disconnect" object; -1: none
+    cdef Py_ssize_t unsub_pos          # push "unsubscribe" object; -1: none
+    cdef JsonSpan push_channel
+    cdef bint has_push_channel
 
     cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1
-    cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1
-    cdef int decode_pub(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
+    cdef int read_push(self, JsonCursor* c) except -1
+    cdef int apply_push(self, JsonCursor* c, int64_t recv_ns) except -1
+    cdef int read_pub(self, JsonCursor* c, Channel ch, PubRead* p) except -1
+    cdef int apply_pub(self, JsonCursor* c, Channel ch, PubRead* p, int64_t recv_ns) except -1
+    cdef str pub_problem(self, JsonCursor* c, Channel ch, PubRead* p, Py_ssize_t* pos)
+    cdef int refuse_pub(self, Channel ch, PubRead* p, str reason, Py_ssize_t pos, object error=*) except -1
     cdef int decode_subscribe_reply(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef Channel find_channel(self, const JsonCursor* c, const JsonSpan* span)
-    cdef int apply_book(self, Channel ch, int book_type, int64_t seq, int64_t ts_ns,
-                        Py_ssize_t n, bint has_offset, int64_t offset, int64_t recv_ns) except -1
+    cdef int apply_book(self, Channel ch, PubRead* p, int64_t recv_ns) except -1
     cdef int decode_account(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1
     cdef int decode_error_reply(self, JsonCursor* c, int64_t cmd_id) except -1
     cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,

@@ -32,13 +32,16 @@ class Channel:
 @disjoint_base
 class CadenzaDecoder(FrameSink):
     """Decodes Cadenza frames in place (jscan) into books, trades and the venue's
-    account handlers. ``feed`` raises DecodeError for a malformed message."""
+    account handlers. ``feed`` applies each message of a frame on its own and raises
+    DecodeError for the first malformed one (the others are counted)."""
 
     pending: dict[int, Channel]
     pings: int
     stale_publications: int
     dropped_unsynced: int
     unknown_channel: int
+    rejected_publications: int
+    rejected_messages: int
     def __init__(self, venue: Any, dispatch: Dispatch, trade_type: Any,
                  instruments: dict[str, Instrument]) -> None: ...
     def add_channel(self, ch: Channel) -> Channel: ...

@@ -19,7 +19,7 @@ from engine._core.jscan cimport (
     js_init, js_fail, js_enter_object, js_enter_array, js_next_member,
     js_next_element, js_skip_value, js_expect_end, js_read_string, js_read_int64,
     js_read_bool, js_read_null, js_read_levels, js_span_is, js_span_steps, js_span_to_str,
-    js_raise, js_peek, js_find_key,
+    js_raise, js_peek, js_find_key, js_status_message,
 )
 from feeds._decode_common cimport scratch_grow, span_is_bytes, read_taker_side, check_field, read_text
 
@@ -77,6 +77,15 @@ cdef enum:
     B_RESERVED = 3
     B_SEQ = 4
     B_COUNT = 5
+
+# Trade publication fields (PubRead.seen).
+cdef enum:
+    T_PRICE = 1
+    T_QTY = 2
+    T_SIDE = 4
+    T_ID = 8
+    T_TS = 16
+    T_ALL = 31
 
 cdef unsigned int ORDER_REQUIRED = ((1u << O_ID) | (1u << O_INSTRUMENT) | (1u << O_SIDE) | (1u << O_STATUS)
                                     | (1u << O_QTY) | (1u << O_FILLED))
@@ -257,10 +266,14 @@ cdef class CadenzaDecoder:
 
     cdef int on_frame_c(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
         """Decode one WebSocket message buf[0:n] (BORROWED: valid for this call only).
-        Raises DecodeError for a malformed message (those before it stay applied)."""
+        Each JSON message of the frame is applied or refused on its own: a bad one is
+        counted and skipped and the messages after it still apply; then the first
+        DecodeError is raised (the frame's other refusals are in ``rejected_messages``
+        and the feed's ``decode_errors``). FeedError (a server disconnect) ends the frame."""
         cdef const char* p = buf
         cdef const char* end = buf + n
         cdef const char* nl
+        first_error = None
         # A level needs at least 9 bytes (["1","1"],): n // 6 + 2 bounds them.
         scratch_grow(<void**>&self.scratch, &self.capacity, n // 6 + 2, sizeof(LevelUpdate))
         while p < end:
@@ -268,30 +281,46 @@ cdef class CadenzaDecoder:
             if nl == NULL:
                 nl = end
             if nl - p > 0:
-                self.decode_message(p, nl - p, recv_ns)
+                try:
+                    self.decode_message(p, nl - p, recv_ns)
+                except DecodeError as exc:
+                    self.rejected_messages += 1
+                    if first_error is None:
+                        first_error = exc
+                    else:
+                        self.dispatch.counters.decode_errors += 1   # the raised one is counted by the caller
             p = nl + 1
+        if first_error is not None:
+            raise first_error
         return 0
 
     cdef int decode_message(self, const char* buf, Py_ssize_t n, int64_t recv_ns) except -1:
+        """One JSON message: scanned whole (a push's publication read into ``self.pub``
+        on the way), then, only if all of it is valid, applied."""
         cdef JsonCursor c
         cdef JsonSpan key
         cdef JsonStatus st
         cdef Py_ssize_t count = 0
         cdef int64_t cmd_id = 0
         cdef bint has_id = False
-        cdef Py_ssize_t sub_pos = -1, err_pos = -1, connect_pos = -1, other_pos = -1
+        cdef Py_ssize_t sub_pos = -1, err_pos = -1, connect_pos = -1, other_pos = -1, push_pos = -1
         cdef JsonSpan other_key
         js_init(&c, buf, n)
         # Whitespace-only message (e.g. "\r"): nothing to do.
         if js_peek(&c) == 0 and c.pos >= n:
             return 0
+        self.pub_channel = None
         st = js_enter_object(&c)
         while st == JS_OK:
             st = js_next_member(&c, &count, &key)
             if st != JS_OK:
                 break
             if js_span_is(&c, &key, b"push", 4):
-                self.decode_push(&c, recv_ns)
+                if push_pos >= 0:
+                    st = js_fail(&c, JS_DUPLICATE, key.start)
+                    break
+                push_pos = c.pos
+                self.read_push(&c)
             elif js_span_is(&c, &key, b"id", 2):
                 st = js_read_int64(&c, False, &cmd_id)
                 has_id = True
@@ -312,6 +341,9 @@ cdef class CadenzaDecoder:
             st = js_expect_end(&c)
         if st != JS_OK:
             js_raise(&c, st, "cadenza message")
+        # The whole message is valid: from here on it is applied.
+        if push_pos >= 0:
+            return self.apply_push(&c, recv_ns)
         if count == 0:
             self.pings += 1
             self.venue.on_ping()
@@ -349,60 +381,81 @@ cdef class CadenzaDecoder:
                 return ch
         return None
 
-    cdef int decode_push(self, JsonCursor* c, int64_t recv_ns) except -1:
-        cdef JsonSpan key, channel
+    cdef int read_push(self, JsonCursor* c) except -1:
+        """Scan a push object; its publication, if on a live channel, is read into
+        ``self.pub`` (``self.pub_channel``); disconnect/unsubscribe positions are kept.
+        Nothing is applied: apply_push does that once the message proved valid."""
+        cdef JsonSpan key
         cdef Py_ssize_t count = 0
-        cdef Py_ssize_t pub_pos = -1, disc_pos = -1, unsub_pos = -1
-        cdef bint has_channel = False
-        cdef Channel ch = None
+        cdef Py_ssize_t pub_pos = -1
+        cdef Channel ch
         cdef JsonStatus st = js_enter_object(c)
+        self.pub_channel = None
+        self.pub_unknown = False
+        self.has_push_channel = False
+        self.disc_pos = -1
+        self.unsub_pos = -1
         while st == JS_OK:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
             if js_span_is(c, &key, b"channel", 7):
-                st = js_read_string(c, &channel)
-                has_channel = True
+                st = js_read_string(c, &self.push_channel)
+                self.has_push_channel = True
             elif js_span_is(c, &key, b"pub", 3):
-                if has_channel:
-                    # Usual field order: decode in the same pass.
-                    ch = self.find_channel(c, &channel)
+                if pub_pos != -1:
+                    st = js_fail(c, JS_DUPLICATE, key.start)
+                    break
+                pub_pos = c.pos
+                if self.has_push_channel:
+                    # Usual field order: read in the same pass.
+                    ch = self.find_channel(c, &self.push_channel)
                     if ch is None or not ch.live:
-                        self.unknown_channel += 1
+                        self.pub_unknown = True
                         st = js_skip_value(c)
                     else:
-                        self.decode_pub(c, ch, recv_ns)
-                        ch = None
-                        pub_pos = -2
+                        self.read_pub(c, ch, &self.pub)
+                        self.pub_channel = ch
                 else:
-                    pub_pos = c.pos
                     st = js_skip_value(c)
             elif js_span_is(c, &key, b"disconnect", 10):
-                disc_pos = c.pos
+                self.disc_pos = c.pos
                 st = js_skip_value(c)
             elif js_span_is(c, &key, b"unsubscribe", 11):
-                unsub_pos = c.pos
+                self.unsub_pos = c.pos
                 st = js_skip_value(c)
             else:
                 st = js_skip_value(c)  # join / leave / message / unknown: not used here
         if st != JS_END:
             js_raise(c, st, "cadenza push")
-        # The caller continues after the push object: remember where it ends (position
-        # and depth) before looking back at fields recorded during the pass.
-        cdef JsonCursor end = c[0]
-        if pub_pos >= 0:
-            if not has_channel:
+        if pub_pos >= 0 and self.pub_channel is None and not self.pub_unknown:
+            # "pub" before "channel": read it now (the rest of the push is scanned).
+            if not self.has_push_channel:
                 raise DecodeError("cadenza push: pub without channel", pub_pos)
-            ch = self.find_channel(c, &channel)
+            ch = self.find_channel(c, &self.push_channel)
             if ch is None or not ch.live:
-                self.unknown_channel += 1
+                self.pub_unknown = True
             else:
+                # The caller continues after the push object: keep where it ends
+                # (position and depth) around the look back.
+                end = c[0]
                 c.pos = pub_pos
-                self.decode_pub(c, ch, recv_ns)
-        if disc_pos >= 0 or unsub_pos >= 0:
-            self.decode_control_push(c, disc_pos, unsub_pos,
-                                     js_span_to_str(c, &channel) if has_channel else "")
-        c[0] = end
+                self.read_pub(c, ch, &self.pub)
+                self.pub_channel = ch
+                c[0] = end
+        return 0
+
+    cdef int apply_push(self, JsonCursor* c, int64_t recv_ns) except -1:
+        """Apply what read_push found (the message is valid as a whole)."""
+        cdef Channel ch = self.pub_channel
+        if ch is not None:
+            self.pub_channel = None
+            self.apply_pub(c, ch, &self.pub, recv_ns)
+        elif self.pub_unknown:
+            self.unknown_channel += 1
+        if self.disc_pos >= 0 or self.unsub_pos >= 0:
+            self.decode_control_push(c, self.disc_pos, self.unsub_pos,
+                                     js_span_to_str(c, &self.push_channel) if self.has_push_channel else "")
         return 0
 
     cdef int decode_control_push(self, JsonCursor* c, Py_ssize_t disc_pos, Py_ssize_t unsub_pos,
@@ -417,45 +470,47 @@ cdef class CadenzaDecoder:
             self.venue.on_push_unsubscribe(channel, code, reason)
         return 0
 
-    cdef int decode_pub(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
-        """Decode one publication ``{"data":{...},"offset":N}`` of ``ch`` and apply it.
-
-        Books and trades are decoded into scratch/locals during the single pass, then
-        validated against the offset and applied; account data is decoded after the
-        offset check (a second look at its bytes; account traffic is light)."""
+    cdef int read_pub(self, JsonCursor* c, Channel ch, PubRead* p) except -1:
+        """Read one publication ``{"data":{...},"offset":N}`` of ``ch`` into *p (books:
+        levels into the scratch; trades: converted fields). No state changes. A bad
+        publication object is a DecodeError; a data object that is valid JSON but
+        refused is recorded in p.data_st for apply_pub (see PubRead)."""
         cdef JsonSpan key, span
         cdef Py_ssize_t count = 0, dcount
-        cdef int64_t offset = -1
-        cdef bint has_offset = False
-        cdef Py_ssize_t data_pos = -1
         cdef JsonStatus st
-        # Book fields.
-        cdef int book_type = BOOK_NONE
-        cdef int64_t seq = -1, ts_ns = 0
-        cdef Py_ssize_t n = 0
         cdef int32_t side
         cdef Instrument inst = ch.instrument
-        # Trade fields.
-        cdef JsonSpan trade_id
-        cdef int64_t price_ticks = 0, qty_lots = 0
-        cdef int64_t trade_side = 0
-        cdef int seen = 0
+        cdef JsonCursor at_data
+        p.has_offset = False
+        p.offset = -1
+        p.pub_pos = c.pos
+        p.data_pos = -1
+        p.book_type = BOOK_NONE
+        p.seq = -1
+        p.ts_ns = 0
+        p.n_levels = 0
+        p.price_ticks = 0
+        p.qty_lots = 0
+        p.trade_side = 0
+        p.seen = 0
+        p.data_st = JS_OK
         st = js_enter_object(c)
         while st == JS_OK:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
                 break
             if js_span_is(c, &key, b"offset", 6):
-                st = js_read_int64(c, False, &offset)
-                has_offset = True
+                st = js_read_int64(c, False, &p.offset)
+                p.has_offset = True
             elif js_span_is(c, &key, b"data", 4):
-                if data_pos != -1:
-                    st = JS_DUPLICATE
+                if p.data_pos != -1:
+                    st = js_fail(c, JS_DUPLICATE, key.start)
                     break
-                data_pos = c.pos
+                p.data_pos = c.pos
                 if ch.kind == CH_ACCOUNT:
-                    st = js_skip_value(c)
+                    st = js_skip_value(c)  # decoded by apply_pub, after the offset check
                     continue
+                at_data = c[0]
                 dcount = 0
                 st = js_enter_object(c)
                 while st == JS_OK:
@@ -468,77 +523,133 @@ cdef class CadenzaDecoder:
                             # The on_frame_c bound leaves room for every level of the frame.
                             st = js_read_levels(c, inst.price_decimals, inst.tick_units,
                                                 inst.qty_decimals, inst.lot_units, False, side,
-                                                self.scratch, self.capacity, &n)
+                                                self.scratch, self.capacity, &p.n_levels)
                         elif js_span_is(c, &key, b"type", 4):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
                                 if js_span_is(c, &span, b"delta", 5):
-                                    book_type = BOOK_DELTA
+                                    p.book_type = BOOK_DELTA
                                 elif js_span_is(c, &span, b"snapshot", 8):
-                                    book_type = BOOK_SNAPSHOT
+                                    p.book_type = BOOK_SNAPSHOT
                                 else:
                                     st = js_fail(c, JS_BAD_FIELD, span.start)
                         elif js_span_is(c, &key, b"seq", 3):
-                            st = js_read_int64(c, False, &seq)
+                            st = js_read_int64(c, False, &p.seq)
                         elif js_span_is(c, &key, b"ts", 2):
-                            st = js_read_int64(c, False, &ts_ns)
+                            st = js_read_int64(c, False, &p.ts_ns)
                         else:
                             st = js_skip_value(c)
                     else:  # CH_TRADE
                         if js_span_is(c, &key, b"price", 5):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
-                                st = js_span_steps(c, &span, inst.price_decimals, inst.tick_units, &price_ticks)
-                                seen |= 1
+                                st = js_span_steps(c, &span, inst.price_decimals, inst.tick_units, &p.price_ticks)
+                                p.seen |= T_PRICE
                         elif js_span_is(c, &key, b"qty", 3):
                             st = js_read_string(c, &span)
                             if st == JS_OK:
-                                st = js_span_steps(c, &span, inst.qty_decimals, inst.lot_units, &qty_lots)
-                                seen |= 2
+                                st = js_span_steps(c, &span, inst.qty_decimals, inst.lot_units, &p.qty_lots)
+                                p.seen |= T_QTY
                         elif js_span_is(c, &key, b"side", 4):
-                            st = read_taker_side(c, &trade_side)
-                            seen |= 4
+                            st = read_taker_side(c, &p.trade_side)
+                            p.seen |= T_SIDE
                         elif js_span_is(c, &key, b"id", 2):
-                            st = js_read_string(c, &trade_id)
-                            seen |= 8
+                            st = js_read_string(c, &p.trade_id)
+                            p.seen |= T_ID
                         elif js_span_is(c, &key, b"ts", 2):
-                            st = js_read_int64(c, False, &ts_ns)
-                            seen |= 16
+                            st = js_read_int64(c, False, &p.ts_ns)
+                            p.seen |= T_TS
                         else:
                             st = js_skip_value(c)
                 if st == JS_END:
                     st = JS_OK
+                elif st >= JS_ERROR:
+                    # Refused data: record why, then step over the data object from its
+                    # start (which also tells a refused value from broken JSON).
+                    p.data_st = st
+                    p.data_err_pos = c.err_pos
+                    p.data_dec_status = c.dec_status
+                    c[0] = at_data
+                    st = js_skip_value(c)
             else:
                 st = js_skip_value(c)
         if st != JS_END:
-            if st == JS_OK:
-                st = JS_BAD_FIELD
             js_raise(c, st, f"cadenza {ch.name} publication")
-        if data_pos < 0:
-            raise DecodeError(f"cadenza {ch.name}: publication without data", c.pos)
+        return 0
+
+    cdef int refuse_pub(self, Channel ch, PubRead* p, str reason, Py_ssize_t pos, object error=None) except -1:
+        """A publication whose offset is the next one but whose payload is refused: its
+        offset is consumed all the same (recovery must not replay it forever), it is
+        counted, a book channel is marked out of sync and resubscribed fresh; then
+        DecodeError (``error`` itself when given). Always raises."""
+        self.rejected_publications += 1
+        if p.has_offset:
+            ch.offset = p.offset
         if ch.kind == CH_BOOK:
-            if book_type == BOOK_NONE or seq < 0:
-                raise DecodeError(f"cadenza {ch.name}: book data needs type and seq", data_pos)
-            return self.apply_book(ch, book_type, seq, ts_ns, n, has_offset, offset, recv_ns)
-        if ch.kind == CH_TRADE and seen != 31:
-            raise DecodeError(f"cadenza {ch.name}: trade needs id, price, qty, side and ts", data_pos)
-        if not self.offset_ok(ch, has_offset, offset):
+            ch.synced = False
+            ch.need_fresh = True
+            self.venue.on_gap(ch, f"{ch.name}: publication {p.offset} refused: {reason}", True)
+        if error is not None:
+            raise error
+        raise DecodeError(f"cadenza {ch.name} publication {p.offset}: {reason}", pos)
+
+    cdef str pub_problem(self, JsonCursor* c, Channel ch, PubRead* p, Py_ssize_t* pos):
+        """Why a book or trade publication read by read_pub cannot be applied (its error
+        offset in *pos), or None. Account data is checked when it is decoded."""
+        if p.data_pos < 0:
+            pos[0] = p.pub_pos
+            return "publication without data"
+        pos[0] = p.data_pos
+        if p.data_st != JS_OK:
+            c.err_pos = p.data_err_pos
+            c.dec_status = p.data_dec_status
+            pos[0] = p.data_err_pos
+            return js_status_message(c, p.data_st)
+        if ch.kind == CH_BOOK:
+            if p.book_type == BOOK_NONE or p.seq < 0:
+                return "book data needs type and seq"
+        elif ch.kind == CH_TRADE:
+            if p.seen != T_ALL:
+                return "trade needs id, price, qty, side and ts"
+            if p.price_ticks <= 0:
+                return f"trade price must be positive, got {ch.instrument.ticks_to_price(p.price_ticks)}"
+            if p.qty_lots <= 0:
+                return "trade qty must be positive"
+        return None
+
+    cdef int apply_pub(self, JsonCursor* c, Channel ch, PubRead* p, int64_t recv_ns) except -1:
+        """Apply a publication read by read_pub: offset rules (offset_ok), then a refused
+        payload goes to refuse_pub (offset consumed); a refused payload of a stale or
+        gapped publication is only reported. Leaves the cursor where it was."""
+        cdef JsonCursor end
+        cdef Py_ssize_t pos = -1
+        cdef str problem = self.pub_problem(c, ch, p, &pos)
+        if not self.offset_ok(ch, p.has_offset, p.offset):
+            if problem is not None:
+                raise DecodeError(f"cadenza {ch.name} publication {p.offset}: {problem}", pos)
             return 0
+        if problem is not None:
+            self.refuse_pub(ch, p, problem, pos)
+        if ch.kind == CH_BOOK:
+            return self.apply_book(ch, p, recv_ns)
         if ch.kind == CH_TRADE:
-            if qty_lots <= 0:
-                raise DecodeError(f"cadenza {ch.name}: trade qty must be positive", data_pos)
-            ch.offset = offset if has_offset else ch.offset
+            if p.has_offset:
+                ch.offset = p.offset
             ch.publications += 1
-            trade = self.trade_type(inst, js_span_to_str(c, &trade_id), price_ticks, qty_lots,
-                                    trade_side, ts_ns, recv_ns)
+            trade = self.trade_type(ch.instrument, js_span_to_str(c, &p.trade_id), p.price_ticks, p.qty_lots,
+                                    p.trade_side, p.ts_ns, recv_ns)
             self.dispatch.trade(trade, recv_ns)
             return 0
-        cdef JsonCursor end = c[0]
-        c.pos = data_pos
-        self.decode_account(c, ch, recv_ns)
-        c[0] = end  # continue after the publication object
-        if has_offset:
-            ch.offset = offset
+        end = c[0]
+        c.pos = p.data_pos
+        try:
+            self.decode_account(c, ch, recv_ns)
+        except DecodeError as exc:
+            self.refuse_pub(ch, p, str(exc), -1, exc)
+        finally:
+            c[0] = end  # continue after the publication object
+        if p.has_offset:
+            ch.offset = p.offset
         ch.publications += 1
         return 0
 
@@ -556,18 +667,16 @@ cdef class CadenzaDecoder:
         self.venue.on_gap(ch, f"{ch.name}: offset {offset} after {ch.offset}", False)
         return False
 
-    cdef int apply_book(self, Channel ch, int book_type, int64_t seq, int64_t ts_ns,
-                        Py_ssize_t n, bint has_offset, int64_t offset, int64_t recv_ns) except -1:
+    cdef int apply_book(self, Channel ch, PubRead* p, int64_t recv_ns) except -1:
         cdef OrderBook book = ch.book
         cdef bint was_resync
-        if not self.offset_ok(ch, has_offset, offset):
-            return 0
-        if book_type == BOOK_SNAPSHOT:
+        cdef int64_t seq = p.seq
+        if p.book_type == BOOK_SNAPSHOT:
             was_resync = not ch.synced and ch.last_seq >= 0
             try:
-                book.replace_with(self.scratch, n)
+                book.replace_with(self.scratch, p.n_levels)
             except BookError as exc:
-                raise DecodeError(f"cadenza {ch.name}: snapshot seq {seq} rejected: {exc}") from exc
+                self.refuse_pub(ch, p, f"snapshot seq {seq} rejected: {exc}", p.data_pos)
             ch.synced = True
             ch.need_fresh = False
             if was_resync:
@@ -575,42 +684,52 @@ cdef class CadenzaDecoder:
         else:
             if not ch.synced:
                 self.dropped_unsynced += 1
-                if has_offset:
-                    ch.offset = offset
+                if p.has_offset:
+                    ch.offset = p.offset
                 return 0
             if seq != ch.last_seq + 1:
                 ch.synced = False
                 ch.need_fresh = True
-                if has_offset:
-                    ch.offset = offset
+                if p.has_offset:
+                    ch.offset = p.offset
                 self.venue.on_gap(ch, f"{ch.name}: seq {seq} after {ch.last_seq}", True)
                 return 0
             try:
-                book.apply_updates(self.scratch, n)
+                book.apply_updates(self.scratch, p.n_levels)
             except BookError as exc:
                 # The book is unchanged (whole-or-nothing) but no longer trustworthy.
                 ch.synced = False
                 ch.need_fresh = True
+                if p.has_offset:
+                    ch.offset = p.offset
                 self.venue.on_gap(ch, f"{ch.name}: delta seq {seq} rejected: {exc}", True)
                 return 0
         ch.last_seq = seq
         book.last_update_id = seq
-        book.event_ts_ns = ts_ns
-        if has_offset:
-            ch.offset = offset
+        book.event_ts_ns = p.ts_ns
+        if p.has_offset:
+            ch.offset = p.offset
         ch.publications += 1
         self.dispatch.book(book, recv_ns)
         return 0
 
     cdef int decode_subscribe_reply(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:
+        """A subscribe reply (the message was validated whole): the recovery position,
+        then each recovered publication applied on its own (a refused one is counted
+        and skipped, its offset consumed), then the channel is live; the first refusal
+        is raised after that."""
         cdef JsonSpan key, span
         cdef Py_ssize_t count = 0, nel = 0
         cdef int64_t offset = -1
         cdef bint recovered = False, recoverable = False
         cdef Py_ssize_t pubs_pos = -1
         cdef str epoch = ""
+        cdef JsonCursor at, after
+        cdef PubRead pub
         cdef JsonStatus st = js_enter_object(c)
         cdef int64_t before = ch.offset
+        cdef int64_t refused_before = self.rejected_publications
+        first_error = None
         while st == JS_OK:
             st = js_next_member(c, &count, &key)
             if st != JS_OK:
@@ -630,14 +749,12 @@ cdef class CadenzaDecoder:
                 st = js_skip_value(c)
         if st != JS_END:
             js_raise(c, st, f"cadenza subscribe reply {ch.name}")
-        ch.live = True
         if not recovered:
             # Nothing replayed: continue from the stream's top. A book waits for the
             # snapshot the server sends first; trades/account lost what was missed.
             if ch.kind == CH_BOOK:
                 ch.synced = False
             ch.offset = offset
-        ch.epoch = epoch
         if pubs_pos >= 0:
             c.pos = pubs_pos
             st = js_enter_array(c)
@@ -645,14 +762,34 @@ cdef class CadenzaDecoder:
                 st = js_next_element(c, &nel)
                 if st != JS_OK:
                     break
-                self.decode_pub(c, ch, recv_ns)
+                at = c[0]
+                st = js_skip_value(c)   # validated by the message scan: finds the end
+                after = c[0]
+                c[0] = at
+                try:
+                    self.read_pub(c, ch, &pub)
+                    self.apply_pub(c, ch, &pub, recv_ns)
+                except DecodeError as exc:
+                    self.rejected_messages += 1
+                    if first_error is None:
+                        first_error = exc
+                    else:
+                        self.dispatch.counters.decode_errors += 1
+                c[0] = after
             if st != JS_END:
                 js_raise(c, st, f"cadenza subscribe reply {ch.name} publications")
-        if recovered and offset >= 0 and ch.offset < offset:
+        ch.live = True
+        ch.epoch = epoch
+        if ch.kind == CH_BOOK and self.rejected_publications != refused_before:
+            pass   # a refused book publication already asked for a fresh resubscribe
+        elif recovered and offset >= 0 and ch.offset < offset:
             # Recovery claimed success but did not reach the top: cannot trust it.
             self.venue.on_gap(ch, f"{ch.name}: recovery stopped at {ch.offset} < {offset}", True)
-            return 0
-        self.venue.on_subscribed(ch, recovered, (not recovered) and before >= 0 and offset > before)
+        else:
+            self.venue.on_subscribed(ch, recovered, (not recovered) and before >= 0 and offset > before)
+        if first_error is not None:
+            self.rejected_messages -= 1   # counted once, by on_frame_c, as this message
+            raise first_error
         return 0
 
     cdef int decode_account(self, JsonCursor* c, Channel ch, int64_t recv_ns) except -1:

@@ -377,16 +377,24 @@ def test_decoder_applies_batched_frames_and_rejects_bad_ones_whole() -> None:
     assert dispatch.trades == [Trade(book.instrument, "T-1", 10001, 100, -1, 7, 123)]
     version = book.version
     bad = [
-        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.001","1"]],"asks":[]}', "100.001"),
-        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.00","1"],["99.00"]],"asks":[]}', None),
-        ('{"type":"delta","seq":3,"ts":8,"bids":[["100.00","-1"]],"asks":[]}', None),
-        ('{"type":"weird","seq":3,"ts":8,"bids":[],"asks":[]}', None),
-        ('{"type":"delta","ts":8,"bids":[],"asks":[]}', None),
+        '{"type":"delta","seq":3,"ts":8,"bids":[["100.001","1"]],"asks":[]}',
+        '{"type":"delta","seq":3,"ts":8,"bids":[["100.00","1"],["99.00"]],"asks":[]}',
+        '{"type":"delta","seq":3,"ts":8,"bids":[["100.00","-1"]],"asks":[]}',
+        '{"type":"weird","seq":3,"ts":8,"bids":[],"asks":[]}',
+        '{"type":"delta","ts":8,"bids":[],"asks":[]}',
     ]
-    for data, _ in bad:
+    for data in bad:
+        # Each on a decoder in the same state: a refused publication at the next offset
+        # changes no book, but consumes its offset and asks for a fresh snapshot.
+        d2, book2, seen2, venue2 = _decoder()
+        d2.feed(memoryview(frame), 123)
+        version2 = book2.version
         with pytest.raises(DecodeError):
-            dec.feed(_push("market:orderBook:BTC-USDT", data, 3), 1)
-        assert book.version == version and book.last_update_id == 2
+            d2.feed(_push("market:orderBook:BTC-USDT", data, 3), 1)
+        ch2 = d2.channel_list[0]
+        assert book2.version == version2 and book2.last_update_id == 2 and seen2.books == 2
+        assert ch2.offset == 3 and ch2.need_fresh and not ch2.synced and len(venue2.gaps) == 1
+        assert d2.rejected_publications == 1
     with pytest.raises(DecodeError) as err:
         dec.feed(b'{"push":{"channel":"market:orderBook:BTC-USDT","pub":{"data":{"type":"delta","seq":', 1)
     assert err.value.offset > 0
@@ -453,11 +461,17 @@ def test_decoder_account_messages() -> None:
         order.replace('"status":"New",', ''),                                  # missing field
         port.replace('"qty":"-0.05000"', '"qty":5'),                           # wrong type
     ]
-    for data in bad:
+    for offset, data in enumerate(bad, 5):
         with pytest.raises(DecodeError):
-            dec.feed(_push("tradingAccount:A-1", data, 5), 9)
-        assert ch.offset == 4  # a rejected publication is not consumed
-    assert len(venue.calls) == n
+            dec.feed(_push("tradingAccount:A-1", data, offset), 9)
+        # A refused publication at the next offset is consumed (recovery must not
+        # replay it forever) and counted; the venue saw nothing of it.
+        assert ch.offset == offset and ch.publications == 4
+    assert len(venue.calls) == n and dec.rejected_publications == len(bad)
+    dec.feed(_push("tradingAccount:A-1", bad[0], 3), 9)   # an old offset: skipped, account data unread
+    assert ch.offset == 8 and dec.rejected_publications == len(bad) and dec.stale_publications == 1
+    dec.feed(_push("tradingAccount:A-1", fill, 9), 9)   # the channel goes on
+    assert venue.calls[-1][0] == "fill" and ch.offset == 9
 
 
 def test_refused_new_order_adds_nothing() -> None:
@@ -499,3 +513,108 @@ def test_refused_new_order_adds_nothing() -> None:
     order("O-1", "Filled", 10000, 10000, 4)                     # a repeat changes nothing, calls nobody
     assert len(seen) == 2 and seen[-1].filled_lots == 10000
     assert not hasattr(venue, "_known_orders")  # the account is the one record of known orders
+
+
+# --- refused publications, message and frame boundaries --------------------------------
+
+class _SubVenue(_Venue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribed: list[tuple[str, bool]] = []
+
+    def on_subscribed(self, ch: Any, recovered: bool, lost: bool) -> None:
+        self.subscribed.append((ch.name, recovered))
+
+
+def _trade_decoder(counters: Any = None) -> tuple[CadenzaDecoder, Any, _Seen, _SubVenue]:
+    from feeds._hotpath import Dispatch, FeedCounters
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=())
+    eng.add_instrument(inst)
+    venue, seen = _SubVenue(), _Seen(eng)
+    dec = CadenzaDecoder(venue, Dispatch(eng, "t", counters or FeedCounters()), Trade, {"BTC-USDT": inst})
+    ch = dec.add_channel(Channel("market:trade:BTC-USDT", KIND_TRADE, inst))
+    dec.pending[1] = ch
+    dec.feed(b'{"id":1,"subscribe":{"offset":0,"epoch":"e1"}}', 1)
+    assert ch.live and ch.offset == 0
+    return dec, ch, seen, venue
+
+
+def _trade(offset: int, qty: str = "0.00100", price: str = "100.01") -> str:
+    return (f'{{"data":{{"id":"T-{offset}","price":"{price}","qty":"{qty}","side":"buy","ts":7}},'
+            f'"offset":{offset}}}')
+
+
+def _trade_push(offset: int, qty: str = "0.00100", price: str = "100.01") -> bytes:
+    return f'{{"push":{{"channel":"market:trade:BTC-USDT","pub":{_trade(offset, qty, price)}}}}}'.encode()
+
+
+def test_refused_publication_consumes_its_offset_and_recovery_goes_on() -> None:
+    """A publication whose offset is next but whose payload is refused consumes its
+    offset: the next one is no gap. A refused publication replayed in a subscribe reply
+    does not abort the reply: the rest applies, the channel is live, on_subscribed runs."""
+    dec, ch, seen, venue = _trade_decoder()
+    with pytest.raises(DecodeError, match="qty must be positive"):
+        dec.feed(_trade_push(1, qty="0"), 1)
+    assert ch.offset == 1 and dec.rejected_publications == 1 and seen.trades == []
+    dec.feed(_trade_push(2), 1)
+    assert ch.offset == 2 and venue.gaps == [] and [t.trade_id for t in seen.trades] == ["T-2"]
+    # Reconnect and recover 3 (refused) and 4 (fine).
+    ch.live = False
+    dec.pending[2] = ch
+    reply = ('{"id":2,"subscribe":{"recovered":true,"offset":4,"epoch":"e1","publications":['
+             + _trade(3, qty="0") + "," + _trade(4) + "]}}")
+    with pytest.raises(DecodeError, match="publication 3"):
+        dec.feed(reply.encode(), 1)
+    assert ch.live and ch.epoch == "e1" and ch.offset == 4 and venue.gaps == []
+    assert venue.subscribed == [("market:trade:BTC-USDT", False), ("market:trade:BTC-USDT", True)]
+    assert [t.trade_id for t in seen.trades] == ["T-2", "T-4"] and dec.rejected_messages == 2
+    dec.feed(_trade_push(5), 1)
+    assert ch.offset == 5 and [t.trade_id for t in seen.trades][-1] == "T-5"
+
+
+def test_refused_book_snapshot_resubscribes_fresh_instead_of_replaying() -> None:
+    dec, book, seen, venue = _decoder()
+    ch = dec.channel_list[0]
+    crossed = '{"type":"snapshot","seq":1,"ts":5,"bids":[["100.03","1"]],"asks":[["100.02","1"]]}'
+    with pytest.raises(DecodeError, match="snapshot seq 1 rejected"):
+        dec.feed(_push("market:orderBook:BTC-USDT", crossed, 1), 1)
+    assert ch.offset == 1 and ch.need_fresh and not ch.synced and len(venue.gaps) == 1
+    assert seen.books == 0 and book.bids().tolist() == []
+
+
+def test_push_is_applied_only_after_its_whole_message_validates() -> None:
+    dec, ch, seen, venue = _trade_decoder()
+    for bad in (_trade_push(1)[:-1] + b',"x":}', _trade_push(1)[:-1] + b',"push":{}}',
+                _trade_push(1) + b"garbage"):
+        with pytest.raises(DecodeError):
+            dec.feed(bad, 1)
+        assert ch.offset == 0 and ch.publications == 0 and seen.trades == []
+    # Field order does not matter: pub before channel, offset before data.
+    dec.feed(b'{"push":{"pub":{"offset":1,"data":{"id":"T-1","price":"100.01","qty":"0.00100",'
+             b'"side":"sell","ts":7}},"channel":"market:trade:BTC-USDT"}}', 1)
+    assert ch.offset == 1 and [t.side for t in seen.trades] == [-1]
+
+
+def test_bad_message_in_a_frame_does_not_drop_the_later_ones() -> None:
+    from feeds._hotpath import FeedCounters
+    counters = FeedCounters()
+    dec, ch, seen, venue = _trade_decoder(counters)
+    frame = b"\n".join([_trade_push(1), b'{"push":', _trade_push(2), b'{"id":}', _trade_push(3)])
+    with pytest.raises(DecodeError, match="cadenza push: truncated") as err:   # the first refusal
+        dec.feed(frame, 1)
+    assert err.value.offset == 8
+    assert [t.trade_id for t in seen.trades] == ["T-1", "T-2", "T-3"] and ch.offset == 3
+    # Two messages refused: the raised one is counted by the caller (the listener), the
+    # other one here.
+    assert dec.rejected_messages == 2 and counters.decode_errors == 1
+
+
+def test_negative_or_zero_trade_price_is_refused() -> None:
+    dec, ch, seen, venue = _trade_decoder()
+    for offset, price in ((1, "-5.00"), (2, "0.00")):
+        with pytest.raises(DecodeError, match="price must be positive"):
+            dec.feed(_trade_push(offset, price=price), 1)
+        assert ch.offset == offset and seen.trades == []
+    dec.feed(_trade_push(3), 1)
+    assert [t.price_ticks for t in seen.trades] == [10001]
