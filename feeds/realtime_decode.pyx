@@ -2,16 +2,17 @@
 
 Wire format in ``feeds.realtime``. One frame is one JSON object. The frame is scanned
 once: the fields of the hot messages are kept as spans into the frame and converted
-after the scan (the symbol, which gives the decimals, may come after the numbers);
-nothing is written before every field converted, so a bad message changes nothing.
+after the scan (the symbol, which gives the decimals, and the type, which says whether
+the fields are hot at all, may come after them); nothing is written before every field
+converted, so a bad message changes nothing.
 """
 from libc.stdint cimport int64_t
 
 from engine._core.instrument cimport Instrument
 from engine._core.jscan cimport (
     JsonCursor, JsonSpan, JsonStatus,
-    JS_OK, JS_END, JS_DUPLICATE,
-    js_init, js_fail, js_enter_object, js_next_member, js_skip_value,
+    JS_OK, JS_END, JS_DUPLICATE, JS_WRONG_TYPE, JK_STRING,
+    js_init, js_peek, js_fail, js_enter_object, js_next_member, js_skip_value,
     js_expect_end, js_read_string, js_read_int64, js_read_steps, js_span_is,
     js_span_to_str, js_raise, js_claim, js_match_word,
 )
@@ -145,7 +146,9 @@ cdef class RealtimeDecoder:
         cdef JsonSpan spans[N_FIELDS]   # string fields by I_* (I_TS unused: an integer)
         cdef Py_ssize_t count = 0
         cdef int kind = K_NONE, idx
-        cdef unsigned int seen = 0
+        cdef unsigned int seen = 0, strings_bad = 0
+        cdef Py_ssize_t at[N_FIELDS]    # value positions by I_*
+        cdef Py_ssize_t dup_pos = -1     # first repeated field (an error in a hot message)
         cdef int64_t ts_ns = 0, price_ticks = 0, change_ticks = 0, pct_units = 0, qty_lots = 0
         cdef int side = 0
         cdef JsonStatus st
@@ -174,13 +177,22 @@ cdef class RealtimeDecoder:
             if idx < 0 or kind == K_OTHER:
                 st = js_skip_value(&c)  # cold messages are validated here, decoded by the venue
                 continue
-            st = js_claim(&c, &key, &seen, 1u << idx)
-            if st != JS_OK:
-                break
-            if idx == I_TS:
-                st = js_read_int64(&c, False, &ts_ns)
-            else:
+            # Before "type" is known these fields may belong to a cold message with other
+            # types or repeats: nothing about them is an error until the type says the
+            # message is hot. A string is kept as its span; anything else (and ts,
+            # converted once the message proved hot) by its position.
+            if seen & (1u << idx):
+                if dup_pos < 0:
+                    dup_pos = key.start
+                st = js_skip_value(&c)
+                continue
+            seen |= 1u << idx
+            at[idx] = c.pos
+            if idx != I_TS and js_peek(&c) == JK_STRING:
                 st = js_read_string(&c, &spans[idx])
+            else:
+                strings_bad |= 1u << idx
+                st = js_skip_value(&c)
         if st == JS_END:
             st = js_expect_end(&c)
         if st != JS_OK:
@@ -191,6 +203,16 @@ cdef class RealtimeDecoder:
             return 0
         if kind == K_NONE:
             raise DecodeError("realtime: message without type", 0)
+        if dup_pos >= 0:
+            js_raise(&c, js_fail(&c, JS_DUPLICATE, dup_pos), "realtime message")
+        if strings_bad & ~F_TS:   # a field of the hot message that is not a string
+            idx = 0
+            while not strings_bad & (1u << idx) or idx == I_TS:
+                idx += 1
+            js_raise(&c, js_fail(&c, JS_WRONG_TYPE, at[idx]), f"realtime message {FIELD_WORDS[idx].decode()}")
+        if seen & F_TS:
+            c.pos = at[I_TS]
+            check_field(&c, js_read_int64(&c, False, &ts_ns), "realtime", "message", "ts")
         if kind == K_PRICE:
             if seen & (F_SYMBOL | F_PRICE | F_CHANGE | F_PCT) != (F_SYMBOL | F_PRICE | F_CHANGE | F_PCT):
                 raise DecodeError("realtime market:price needs symbol, price, change and changePercent", 0)

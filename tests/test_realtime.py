@@ -584,3 +584,63 @@ def test_burst_payloads_decode_offline(offline: Any) -> None:
     q = venue.quotes["ETH-USDT"]
     assert (q.last_price_ticks, q.change_ticks, q.change_pct_units, q.ts_ns) == sim.burst_quote
     assert [t.price_ticks for t in trades] == [t.price_ticks for t in sim.burst_trades]
+
+
+# --- decoder: member order ------------------------------------------------------------
+
+class _ColdVenue:
+    def __init__(self) -> None:
+        self.cold: list[tuple[str, bytes]] = []
+        self.quotes = 0
+
+    def on_message(self, kind: str, raw: bytes, recv_ns: int) -> None:
+        self.cold.append((kind, raw))
+
+    def quote_updated(self, quote: Any, recv_ns: int) -> None:
+        self.quotes += 1
+
+
+def _rt_decoder() -> tuple[Any, _ColdVenue, list[Trade], Quote]:
+    from feeds._hotpath import Dispatch, FeedCounters
+    from feeds.realtime_decode import RealtimeDecoder
+    inst = Instrument("BTC-USD", "0.01", "0.0001")
+    eng = Engine(bar_intervals=())
+    eng.add_instrument(inst)
+    trades: list[Trade] = []
+    eng.on_trade(trades.append)
+    venue, q = _ColdVenue(), Quote(inst)
+    return RealtimeDecoder(venue, Dispatch(eng, "r", FeedCounters()), Trade, [q], 65536), venue, trades, q
+
+
+def test_decoder_field_order_does_not_matter() -> None:
+    """Fields named like hot ones (id, ts, price...) in a cold message are not read as
+    hot fields, whether they come before or after "type"; a hot message decodes the same
+    in any member order, and its field types and repeats are still checked."""
+    dec, venue, trades, q = _rt_decoder()
+    cold = [b'{"type":"post:created","id":42,"ts":"2024-08-08T00:00:00Z"}',
+            b'{"id":42,"ts":"2024-08-08T00:00:00Z","type":"post:created"}',
+            b'{"id":1,"id":2,"price":{"x":1},"type":"chat:message"}']
+    for raw in cold:
+        dec.feed(raw, 1)
+    assert [k for k, _ in venue.cold] == ["post:created", "post:created", "chat:message"]
+    assert venue.cold[1][1] == cold[1]
+    hot = [b'{"type":"trade:created","symbol":"BTC-USD","id":"T1","price":"100.01","qty":"0.5","side":"buy","ts":7}',
+           b'{"ts":7,"side":"buy","qty":"0.5","price":"100.01","id":"T1","symbol":"BTC-USD","type":"trade:created"}']
+    for raw in hot:
+        dec.feed(raw, 3)
+    assert trades[0] == trades[1] == Trade(q.instrument, "T1", 10001, 5000, 1, 7, 3)
+    dec.feed(b'{"price":"100.02","change":"-1.5","changePercent":"-0.25","symbol":"BTC-USD","ts":9,'
+             b'"type":"market:price"}', 4)
+    assert (q.last_price_ticks, q.change_ticks, q.change_pct_units, q.ts_ns) == (10002, -150, -250000, 9)
+    bad = [(b'{"ts":"7","symbol":"BTC-USD","id":"T2","price":"1","qty":"1","side":"buy","type":"trade:created"}',
+            "wrong JSON type"),
+           (b'{"id":2,"symbol":"BTC-USD","price":"1","qty":"1","side":"buy","type":"trade:created"}',
+            "wrong JSON type"),
+           (b'{"id":"T2","id":"T3","symbol":"BTC-USD","price":"1","qty":"1","side":"buy","type":"trade:created"}',
+            "twice|duplicate"),
+           (b'{"type":"trade:created","id":"T2","id":"T3","symbol":"BTC-USD","price":"1","qty":"1","side":"buy"}',
+            "twice|duplicate")]
+    for raw, why in bad:
+        with pytest.raises(DecodeError, match=why):
+            dec.feed(raw, 5)
+    assert len(trades) == 2 and q.updates == 1 and len(venue.cold) == 3
