@@ -122,8 +122,11 @@ cdef class BotPlatformDecoder(FrameSink):
     cdef int find_instrument(self, const JsonCursor* c, const JsonSpan* span) noexcept nogil
     cdef int grow(self, bint orders, Py_ssize_t n) noexcept nogil
     cdef int raise_record(self, JsonCursor* c, JsonStatus st, const BotRecord* rec) except -1
+    cdef bint apply_snapshot(self, JsonCursor* c, const BotRecord* rec, Py_ssize_t n_pos, Py_ssize_t n_ord,
+                             int64_t seq, int64_t recv_ns) except -1
     cdef int apply_position(self, JsonCursor* c, const BotRecord* rec, bint snapshot, int64_t seq,
-                            int64_t recv_ns) except -1
-    cdef int apply_order(self, JsonCursor* c, const BotRecord* rec, int64_t seq, int64_t recv_ns) except -1
+                            int64_t recv_ns, list notify) except -1
+    cdef int apply_order(self, JsonCursor* c, const BotRecord* rec, int64_t seq, int64_t recv_ns,
+                         list notify) except -1
     cdef int apply_energy(self, int64_t energy, int64_t ts_ns, int64_t recv_ns) except -1
     cdef int note_refusal(self, uint64_t before, str what, object object_id) except -1

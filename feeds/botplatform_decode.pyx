@@ -389,16 +389,17 @@ cdef class BotPlatformDecoder:
                                                  c.buf[rec.raw.start:rec.raw.start + rec.raw.len], seq, recv_ns)
         # The frame is valid: from here on state changes (sequence first, then the account).
         if rec.kind == BK_SNAPSHOT:
-            self.last_seq = seq
-            self.synced = True
-            self.applied += 1
-            for i in range(n_pos):
-                self.apply_position(c, &self.snap_positions[i], True, seq, recv_ns)
-            for i in range(n_ord):
-                self.apply_order(c, &self.snap_orders[i], seq, recv_ns)
-            if rec.energy >= 0:
-                self.apply_energy(rec.energy, rec.ts_ns, recv_ns)
-            self.venue.on_synced(seq)
+            if self.apply_snapshot(c, &rec, n_pos, n_ord, seq, recv_ns):
+                self.last_seq = seq
+                self.synced = True
+                self.applied += 1
+                self.venue.on_synced(seq)
+            else:
+                # The Account refused part of it: nothing of it stays (whole or nothing),
+                # and User messages wait for the next connection's Snapshot.
+                self.synced = False
+                self.rejected += 1
+                self.venue.on_refused("Snapshot", f"seq {seq}")
             return 0
         if not self.synced:
             self.unsynced_dropped += 1
@@ -413,9 +414,9 @@ cdef class BotPlatformDecoder:
         self.last_seq = seq
         self.applied += 1
         if rec.kind == BK_POSITION_CREATE or rec.kind == BK_POSITION_UPDATE:
-            self.apply_position(c, &rec, False, seq, recv_ns)
+            self.apply_position(c, &rec, False, seq, recv_ns, None)
         elif rec.kind == BK_ORDER_CREATE or rec.kind == BK_ORDER_UPDATE:
-            self.apply_order(c, &rec, seq, recv_ns)
+            self.apply_order(c, &rec, seq, recv_ns, None)
         elif rec.kind == BK_ENERGY:
             self.apply_energy(rec.energy, rec.ts_ns, recv_ns)
         elif cold is not None:
@@ -669,8 +670,54 @@ cdef class BotPlatformDecoder:
             self.venue.on_refused(what, object_id)
         return 0
 
+    cdef bint apply_snapshot(self, JsonCursor* c, const BotRecord* rec, Py_ssize_t n_pos, Py_ssize_t n_ord,
+                             int64_t seq, int64_t recv_ns) except -1:
+        """Apply a Snapshot's positions, orders and energy as one Account batch: every
+        change or none (False: the Account refused an item; each refusal is counted and
+        reported as usual), and the callbacks only after the whole snapshot is in place.
+        O(items)."""
+        cdef Account acct = self.account
+        cdef Py_ssize_t i
+        cdef list notify = []
+        cdef uint64_t before
+        energy_ok = None
+        # The position bookkeeping changes with the items (later items read it): kept to
+        # be put back if the batch is rolled back.
+        saved_current = dict(self.current_position)
+        saved_known = set(self.known_positions)
+        acct.begin_batch()
+        try:
+            for i in range(n_pos):
+                self.apply_position(c, &self.snap_positions[i], True, seq, recv_ns, notify)
+            for i in range(n_ord):
+                self.apply_order(c, &self.snap_orders[i], seq, recv_ns, notify)
+            if rec.energy >= 0:
+                before = acct.error_count
+                energy_ok = acct.on_nft_energy_update(rec.energy, rec.ts_ns)
+                self.note_refusal(before, "NftEnergyUpdate", None)
+        except BaseException:
+            acct.abort_batch()
+            self.current_position = saved_current
+            self.known_positions = saved_known
+            raise
+        if not acct.commit_batch():
+            self.current_position = saved_current
+            self.known_positions = saved_known
+            return False
+        # Committed: the Account has delivered its own notifications; now the feed's.
+        for kind, key in notify:
+            if kind == 0:
+                self.dispatch.position(acct.position(key), recv_ns)
+            else:
+                self.dispatch.order(acct.order(key), recv_ns)
+        if energy_ok is not None:
+            self.venue.on_energy_applied(rec.energy, rec.ts_ns, bool(energy_ok), recv_ns)
+        return True
+
     cdef int apply_position(self, JsonCursor* c, const BotRecord* rec, bint snapshot, int64_t seq,
-                            int64_t recv_ns) except -1:
+                            int64_t recv_ns, list notify) except -1:
+        # notify None: dispatch the change now; a list (a snapshot's batch): append
+        # (0, symbol) for apply_snapshot to dispatch after the commit.
         if rec.inst_idx < 0:
             self.unknown_symbol += 1
             self.venue.on_unknown(None, js_span_to_str(c, &rec.symbol))
@@ -707,10 +754,15 @@ cdef class BotPlatformDecoder:
                                          realized, rec.ts_ns)
         self.note_refusal(before, "PositionCreate" if create else "PositionUpdate", pid)
         if ok and self.dispatch.position_cbs:
-            self.dispatch.position(acct.position(sym), recv_ns)
+            if notify is None:
+                self.dispatch.position(acct.position(sym), recv_ns)
+            else:
+                notify.append((0, sym))
         return 0
 
-    cdef int apply_order(self, JsonCursor* c, const BotRecord* rec, int64_t seq, int64_t recv_ns) except -1:
+    cdef int apply_order(self, JsonCursor* c, const BotRecord* rec, int64_t seq, int64_t recv_ns,
+                         list notify) except -1:
+        # notify: as in apply_position ((1, order id) entries).
         if rec.inst_idx < 0:
             self.unknown_symbol += 1
             self.venue.on_unknown(None, js_span_to_str(c, &rec.symbol))
@@ -733,7 +785,10 @@ cdef class BotPlatformDecoder:
         self.note_refusal(before, "PositionOrderCreate" if rec.kind == BK_ORDER_CREATE
                           else "PositionOrderUpdate", oid)
         if ok and self.dispatch.order_cbs:
-            self.dispatch.order(acct.order(oid), recv_ns)
+            if notify is None:
+                self.dispatch.order(acct.order(oid), recv_ns)
+            else:
+                notify.append((1, oid))
         return 0
 
     cdef int apply_energy(self, int64_t energy, int64_t ts_ns, int64_t recv_ns) except -1:

@@ -751,3 +751,67 @@ def test_simulator_command_line() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(proc.stdout.splitlines()[0])
     assert info["venue"] == "botplatform" and info["url"] == f"ws://127.0.0.1:{info['port']}/ws"
+
+
+def _snapshot_decoder(sc: BotScenario) -> tuple[BotPlatformDecoder, Account, _Venue, Engine]:
+    eng = Engine(bar_intervals=())
+    acct = Account("A-1", sc.instruments.values(), feed_mode=True)
+    venue = _Venue()
+    dec = BotPlatformDecoder(venue, acct, Dispatch(eng, "botplatform", FeedCounters()), list(sc.instruments.values()))
+    dec.user_id = "U-1"
+    return dec, acct, venue, eng
+
+
+def test_snapshot_callbacks_run_after_the_whole_snapshot_is_applied() -> None:
+    sc = BotScenario(seed=5)
+    sim = BotPlatformSim(sc)
+    _user_frames(sc, sim, 600, 0)   # a scenario with many positions and orders
+    dec, acct, venue, eng = _snapshot_decoder(sc)
+    seen: list[tuple[int, int]] = []
+
+    def record(obj: Any) -> None:
+        seen.append((len(acct.orders()), len(acct.positions())))
+
+    eng.on_order(record)
+    eng.on_position(record)
+    dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
+    assert_account_matches(acct, sc)
+    full = (len(acct.orders()), len(acct.positions()))
+    assert len(sc.orders) > 10 and len(seen) > 10 and set(seen) == {full}
+    assert dec.synced and dec.rejected == 0
+
+
+def test_snapshot_with_a_refused_item_changes_nothing() -> None:
+    """One item the Account refuses (a Filled order back to New) rolls the whole
+    Snapshot back: no order, position or energy of it stays, no callback runs; the
+    refusal is counted and the decoder waits for another Snapshot."""
+    sc = BotScenario(seed=5)
+    sim = BotPlatformSim(sc)
+    dec, acct, venue, eng = _snapshot_decoder(sc)
+    dec.feed(sim.user_frame(sc.snapshot_data(), 0).encode(), 1)
+    frames = _user_frames(sc, sim, 600, 0)
+    for f in frames:
+        dec.feed(f, 1)
+    assert_account_matches(acct, sc)
+    before = (acct.orders().tobytes(), [(p.qty_lots, p.status, p.realized_pnl) for p in acct.positions()],
+              acct.balance("NFT_ENERGY"))
+    calls: list[Any] = []
+    eng.on_order(calls.append)
+    eng.on_position(calls.append)
+    _user_frames(sc, sim, 200, len(frames))     # the venue moves on; then a reconnect
+    data = sc.snapshot_data()
+    filled = next(i for i, o in enumerate(data["orders"]) if o["status"] == "Filled")
+    data["orders"][filled] = dict(data["orders"][filled], status="New")
+    data["orders"].append(data["orders"].pop(filled))          # refused after every other item applied
+    data["energy"] = (data["energy"] or 0) + 12345
+    dec.reset_connection()
+    dec.feed(sim.user_frame(data, len(frames) + 999).encode(), 1)
+    after = (acct.orders().tobytes(), [(p.qty_lots, p.status, p.realized_pnl) for p in acct.positions()],
+             acct.balance("NFT_ENERGY"))
+    assert after == before and calls == []
+    assert not dec.synced and dec.last_seq == len(frames) and dec.rejected == 2 and acct.error_count == 1
+    assert ("on_refused", ("Snapshot", f"seq {len(frames) + 999}")) in venue.calls
+    assert not any(name == "on_synced" for name, _ in venue.calls[-3:])
+    dec.feed(sim.user_frame(sc.snapshot_data(), len(frames) + 1000).encode(), 1)   # the next one applies
+    assert_account_matches(acct, sc)
+    assert dec.synced and len(calls) > 10
