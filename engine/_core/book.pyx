@@ -2,34 +2,39 @@
 """Integer-tick L2 order book held in typed memory.
 
 Layout (see book.pxd): each side is a sorted sequence of blocks, worst first. A block
-is a C array of up to ``BLOCK_LEVELS`` ``Level`` structs sorted worst first, so the
-best level is the last level of the last block. Each block's best price is also kept
-in a contiguous array (``tops``), searched by galloping down from the touch and then a
-branchless binary search; within a block, a branchless binary search (in the top block
-the window is bounded by the tick distance from the best). A full block splits in two;
-a block that falls below a quarter full merges with, or borrows from, a neighbour.
+is a C array of up to ``BLOCK_LEVELS`` (128) ``Level`` structs sorted worst first, so
+the best level is the last level of the last block. Each block's best price is also
+kept in a contiguous array (``tops``), searched by galloping down from the touch, then
+a branchless binary search; within a block the window is bounded by the tick distance
+from the block's top (a price g ticks away is at most g levels away), then a walk or a
+branchless binary search. A full block spills levels into a neighbour with room, else
+splits in two; a block below a quarter full merges with, or borrows from, a neighbour.
 
 Complexity, with ``n`` the levels on a side, ``B = BLOCK_LEVELS`` and ``d`` the levels
 better than the price touched: find O(log d); insert/delete O(log n + B) at any depth,
 and O(log d + d) within the top block, so changes near the touch stay O(1) amortised;
 size change at an existing level O(log d); best level O(1); top-k export O(k).
 
-Memory: standard blocks are carved from slabs, each half of what is held (so a
-growing book allocates O(log n) times), and recycled through a spare list, so the
-steady state allocates nothing; like a vector's capacity, slabs track the deepest book
-seen and are freed with the book. About 22 bytes a level at the load fill. Zero-copy views need the top ``k`` levels contiguous: the top
-block is topped up from the blocks below it, or (``k > B``) the top blocks are gathered
-into one larger block, which goes back to standard blocks on the first change that
-would have to shift more than ``B`` of its levels.
+Memory: standard blocks are carved from slabs, each the shortfall or half of what is
+held (so a growing book allocates O(log n) times), and recycled through a spare list,
+so the steady state allocates nothing; like a vector's capacity, slabs track the
+deepest book seen and are freed with the book. About 22 bytes a level at load fill.
+
+Zero-copy views need the top ``k`` levels contiguous: the top block is topped up from
+the blocks below it, or (``k > B``) the top blocks are gathered into one larger block,
+which goes back to standard blocks on the first change that would shift more than
+``B`` of its levels (or split it).
 
 Memory-safety rule: while a zero-copy view is alive no level memory is freed or
-reallocated (released blocks become spares, larger ones are parked until the last view
-goes), no new level memory is taken (``BufferError`` on an update that would need it),
-and no export may gather levels (``BufferError``).
+reallocated (released standard blocks become spares, larger ones are parked until the
+last view goes), no new level memory is taken for an update (``BufferError``, book
+unchanged), and no export may gather levels (``BufferError``).
 
 Whole or nothing: a batch is journaled (side, price, previous size) and rolled back
-when it fails (a crossed result under ``CROSS_RAISE``, or a new block it cannot get);
-input is validated before anything is touched.
+when it fails (a crossed result under ``CROSS_RAISE``, or a block it cannot get). An
+undo may take new blocks even while views are alive (new memory never invalidates a
+view); only if that allocation fails is the book cleared, with ``MemoryError``.
+Input is validated before anything is touched.
 """
 from cpython.ref cimport Py_INCREF, PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
