@@ -1201,7 +1201,8 @@ cdef class OrderBook:
             return arr
         # Zero copy: a negative stride walks from the best level down the top block.
         if k > 0:
-            self._contiguous_top(side, k)
+            if s.blocks[s.nblocks - 1].count < k:
+                self._contiguous_top(side, k)
             b = &s.blocks[s.nblocks - 1]
             data = <void*>&b.levels[b.count - 1]
         Py_INCREF(_LEVEL_DTYPE)
