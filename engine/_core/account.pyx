@@ -73,8 +73,8 @@ cdef extern from "Python.h":
 cdef class Account:
     """Orders, netting positions (one per instrument) and balances of one venue account.
 
-    ``Account(account_id="", instruments=(), *, feed_mode=False)``; more instruments
-    can be added with ``add_instrument``.
+    ``Account(account_id="", instruments=(), *, feed_mode=False, max_closed_orders=10_000)``;
+    more instruments can be added with ``add_instrument``.
 
     Units: prices int64 ticks, quantities int64 lots, money exact integer quote units
     (tick * lot, see ``engine.Position``), balances exact int64 at a per-asset
