@@ -453,7 +453,7 @@ cdef class KlineAggregator:
     def add_trade(self, price_ticks, qty_lots, ts_ns, side=0):
         """Apply one trade to every frame. O(frames); no allocation.
 
-        ``price_ticks`` > 0 ticks, ``qty_lots`` > 0 lots, ``ts_ns`` ns since the UTC
+        ``price_ticks`` int64 ticks, ``qty_lots`` > 0 lots, ``ts_ns`` ns since the UTC
         epoch in [0, 2**62], ``side`` +1 taker buy, -1 taker sell, 0 unknown.
         Closes the bars the trade ends, then fires callbacks. Raises KlineError (naming
         the field and value) on bad input, with no change.
@@ -465,7 +465,7 @@ cdef class KlineAggregator:
         cdef int st
         if self.busy:
             _raise_busy()
-        if price_ticks <= 0 or qty_lots <= 0 or ts_ns < 0 or ts_ns > MAX_TS_NS or side < -1 or side > 1:
+        if qty_lots <= 0 or ts_ns < 0 or ts_ns > MAX_TS_NS or side < -1 or side > 1:
             self.rejected += 1
             _raise_trade(price_ticks, qty_lots, ts_ns, side, "")
         st = self.apply_trade(price_ticks, qty_lots, ts_ns, side)
@@ -481,7 +481,7 @@ cdef class KlineAggregator:
     def add_trades(self, prices, qtys, ts_ns, sides=None):
         """Apply a batch of trades in array order, in one compiled loop without the GIL.
 
-        ``prices`` (ticks, > 0), ``qtys`` (lots, > 0), ``ts_ns`` and ``sides`` (+1/-1/0; None means
+        ``prices`` (ticks), ``qtys`` (lots), ``ts_ns`` and ``sides`` (+1/-1/0; None means
         all 0) are 1-d integer arrays of one length (int64 preferred; other integer
         dtypes that fit are converted). The whole batch is checked before any trade is
         applied: a bad value raises KlineError naming its index, and nothing changes.
@@ -512,14 +512,14 @@ cdef class KlineAggregator:
         cdef int64_t open_max = 0
         with nogil:
             for j in range(n):
-                if (pv[j] <= 0 or qv[j] <= 0 or tv[j] < 0 or tv[j] > MAX_TS_NS or sv[j] < -1 or sv[j] > 1
+                if (qv[j] <= 0 or tv[j] < 0 or tv[j] > MAX_TS_NS or sv[j] < -1 or sv[j] > 1
                         or <uint64_t>qv[j] > <uint64_t>INT64_MAX - qty_sum):
                     bad = j
                     break
                 qty_sum += <uint64_t>qv[j]
         if bad >= 0:
             self.rejected += 1
-            if pv[bad] > 0 and qv[bad] > 0 and tv[bad] >= 0 and tv[bad] <= MAX_TS_NS and -1 <= sv[bad] <= 1:
+            if qv[bad] > 0 and tv[bad] >= 0 and tv[bad] <= MAX_TS_NS and -1 <= sv[bad] <= 1:
                 raise KlineError(f"add_trades: total qty reaches qtys[{bad}] = {qv[bad]} and would "
                                  "overflow int64; feed smaller batches")
             _raise_trade(pv[bad], qv[bad], tv[bad], sv[bad], f"add_trades[{bad}]: ")
@@ -1097,8 +1097,6 @@ cdef object _i128_to_int(kline_i128 v):
 
 
 cdef int _raise_trade(int64_t p, int64_t q, int64_t ts, int64_t side, str where) except -1:
-    if p <= 0:
-        raise KlineError(f"{where}price_ticks {p} must be positive")
     if q <= 0:
         raise KlineError(f"{where}qty_lots {q} must be positive")
     if ts < 0 or ts > MAX_TS_NS:
