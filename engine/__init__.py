@@ -22,6 +22,7 @@ from engine.kline import BAR_DTYPE, KlineAggregator, KlineError
 from engine.account import (
     ORDER_DTYPE,
     Account,
+    AccountBatch,
     Balance,
     Order,
     OrderEvent,
@@ -35,6 +36,7 @@ from engine.account import (
 
 __all__ = [
     "Account",
+    "AccountBatch",
     "Balance",
     "ORDER_DTYPE",
     "Order",
