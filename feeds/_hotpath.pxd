@@ -3,6 +3,7 @@
 # engine.engine (the Python API) build on these; venue decoders subclass FrameSink.
 from libc.stdint cimport int64_t
 from picows.picows cimport WSListener, WSFrame, WSTransport
+from engine._core.instrument cimport Instrument
 
 
 # Wall clock in ns since the epoch (CLOCK_REALTIME through the vDSO; no Python call).
@@ -64,6 +65,11 @@ cdef class Dispatch:
     cdef list balance_cbs
     cpdef book(self, object book, int64_t recv_ns)
     cpdef trade(self, object trade, int64_t recv_ns)
+    # A public trade given as values (decoders): into the symbol's kline aggregator by its
+    # C entry, then on_trade. The Trade object (trade_type(inst, str(trade_id), ...)) is
+    # built only when a trade callback is registered (or a rejection is logged).
+    cdef int trade_c(self, Instrument inst, object trade_id, int64_t price_ticks, int64_t qty_lots,
+                     int64_t side, int64_t ts_ns, int64_t recv_ns, object trade_type) except -1
     cpdef order(self, object order, int64_t recv_ns)
     cpdef position(self, object position, int64_t recv_ns)
     cpdef balance(self, object balance, int64_t recv_ns)

@@ -12,6 +12,10 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 from picows.picows cimport WSListener, WSFrame, WSTransport, WSMsgType
+from engine._core.instrument cimport Instrument
+from engine._core.kline cimport KlineAggregator
+
+import logging
 
 
 cdef int64_t wall_ns() noexcept nogil:
@@ -251,6 +255,31 @@ cdef class Dispatch:
         if self.trade_cbs:
             invoke_callbacks(self.trade_cbs, trade, self.engine, self.counters)
 
+    cdef int trade_c(self, Instrument inst, object trade_id, int64_t price_ticks, int64_t qty_lots,
+                     int64_t side, int64_t ts_ns, int64_t recv_ns, object trade_type) except -1:
+        """``trade`` for decoders, from values: no Trade object and no Python-level call
+        unless a trade callback is registered. A trade the aggregator refuses is counted
+        (``decode_errors``) and logged, as ``Engine._push_trade`` does. O(frames)."""
+        self.lat.add_c(wall_ns() - recv_ns)
+        agg = self.aggregators.get(inst.symbol)
+        if agg is not None:
+            if isinstance(agg, KlineAggregator):
+                try:
+                    (<KlineAggregator>agg).push_trade(price_ticks, qty_lots, ts_ns, side)
+                except Exception as exc:   # a late/invalid trade for bars must not stop the feed
+                    self.counters.decode_errors += 1
+                    _log.warning("kline %s rejected %r: %s", inst.symbol,
+                                 trade_type(inst, _id_text(trade_id), price_ticks, qty_lots, side, ts_ns, recv_ns),
+                                 exc)
+            else:
+                self.engine._push_trade(agg, trade_type(inst, _id_text(trade_id), price_ticks, qty_lots, side,
+                                                        ts_ns, recv_ns), self.counters)
+        if self.trade_cbs:
+            invoke_callbacks(self.trade_cbs,
+                             trade_type(inst, _id_text(trade_id), price_ticks, qty_lots, side, ts_ns, recv_ns),
+                             self.engine, self.counters)
+        return 0
+
     cpdef order(self, object order, int64_t recv_ns):
         """An order changed state."""
         self.lat.add_c(wall_ns() - recv_ns)
@@ -268,6 +297,13 @@ cdef class Dispatch:
         if self.balance_cbs:
             invoke_callbacks(self.balance_cbs, balance, self.engine, self.counters)
 
+
+cdef inline str _id_text(object trade_id):
+    # Trade ids reach Dispatch.trade_c as str, or int (venues with numeric ids).
+    return trade_id if type(trade_id) is str else str(trade_id)
+
+
+_log = logging.getLogger("engine")
 
 # Imported last on purpose: ``engine/__init__`` imports ``engine.engine``, which imports
 # this module; by the time that can happen every name above already exists.

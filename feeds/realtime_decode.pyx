@@ -149,6 +149,7 @@ cdef class RealtimeDecoder:
         cdef unsigned int seen = 0, strings_bad = 0
         cdef Py_ssize_t at[N_FIELDS]    # value positions by I_*
         cdef Py_ssize_t dup_pos = -1     # first repeated field (an error in a hot message)
+        cdef bint ts_deferred = False    # ts came before type: read at at[I_TS] after the scan
         cdef int64_t ts_ns = 0, price_ticks = 0, change_ticks = 0, pct_units = 0, qty_lots = 0
         cdef int side = 0
         cdef JsonStatus st
@@ -177,6 +178,16 @@ cdef class RealtimeDecoder:
             if idx < 0 or kind == K_OTHER:
                 st = js_skip_value(&c)  # cold messages are validated here, decoded by the venue
                 continue
+            if kind != K_NONE:
+                # A hot message (the usual order: type first): read each field as it comes.
+                st = js_claim(&c, &key, &seen, 1u << idx)
+                if st != JS_OK:
+                    break
+                if idx == I_TS:
+                    st = js_read_int64(&c, False, &ts_ns)
+                else:
+                    st = js_read_string(&c, &spans[idx])
+                continue
             # Before "type" is known these fields may belong to a cold message with other
             # types or repeats: nothing about them is an error until the type says the
             # message is hot. A string is kept as its span; anything else (and ts,
@@ -188,7 +199,10 @@ cdef class RealtimeDecoder:
                 continue
             seen |= 1u << idx
             at[idx] = c.pos
-            if idx != I_TS and js_peek(&c) == JK_STRING:
+            if idx == I_TS:
+                ts_deferred = True
+                st = js_skip_value(&c)
+            elif js_peek(&c) == JK_STRING:
                 st = js_read_string(&c, &spans[idx])
             else:
                 strings_bad |= 1u << idx
@@ -210,7 +224,7 @@ cdef class RealtimeDecoder:
             while not strings_bad & (1u << idx) or idx == I_TS:
                 idx += 1
             js_raise(&c, js_fail(&c, JS_WRONG_TYPE, at[idx]), f"realtime message {FIELD_WORDS[idx].decode()}")
-        if seen & F_TS:
+        if ts_deferred:
             c.pos = at[I_TS]
             check_field(&c, js_read_int64(&c, False, &ts_ns), "realtime", "message", "ts")
         if kind == K_PRICE:
@@ -252,8 +266,9 @@ cdef class RealtimeDecoder:
             raise DecodeError(f"realtime {q.symbol}: trade side must be buy or sell, got "
                               f"{js_span_to_str(&c, &spans[I_SIDE])!r}", spans[I_SIDE].start)
         self.trades += 1
-        self.dispatch.trade(self.trade_type(inst, js_span_to_str(&c, &spans[I_ID]), price_ticks, qty_lots,
-                                            side, ts_ns, recv_ns), recv_ns)
+        # The id as text only when a trade callback will see it (Dispatch.trade_c).
+        self.dispatch.trade_c(inst, js_span_to_str(&c, &spans[I_ID]) if self.dispatch.trade_cbs else "",
+                              price_ticks, qty_lots, side, ts_ns, recv_ns, self.trade_type)
         return 0
 
 

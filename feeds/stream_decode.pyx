@@ -514,8 +514,7 @@ cdef class StreamDecoder:
         cdef Py_ssize_t i
         cdef TradeRow* rows = self.trade_rows
         cdef Py_ssize_t n = self.n_trades
-        cdef int64_t last
-        cdef list new_trades = None
+        cdef int64_t last, first_new
         if s is None:
             return 0
         try:
@@ -540,22 +539,23 @@ cdef class StreamDecoder:
             s.book.last_update_id = self.msg_seq
         s.book.event_ts_ns = self.msg_ts_ns
         s.books += 1
-        inst = s.instrument
-        # The Trade objects are built before any callback runs: the rows live in the
-        # decoder's scratch, which is not read again once user code may run.
+        # Counters first (no callback runs in this loop), then the callbacks.
+        first_new = last
         for i in range(n):
             if rows[i].trade_id <= last:
                 self.duplicate_trades += 1
                 continue
             last = rows[i].trade_id
             s.trades += 1
-            if new_trades is None:
-                new_trades = []
-            new_trades.append(self.trade_type(inst, str(rows[i].trade_id), rows[i].price_ticks,
-                                              rows[i].qty_lots, rows[i].side, rows[i].ts_ns, recv_ns))
-        if new_trades is not None:
-            for trade in new_trades:
-                self.dispatch.trade(trade, recv_ns)
+        # The rows stay valid across the callbacks: they live in this decoder's scratch,
+        # which only a frame decode grows, and FrameSink.deliver refuses a frame fed
+        # from a callback of this one.
+        last = first_new
+        for i in range(n):
+            if rows[i].trade_id > last:
+                last = rows[i].trade_id
+                self.dispatch.trade_c(s.instrument, rows[i].trade_id, rows[i].price_ticks, rows[i].qty_lots,
+                                      rows[i].side, rows[i].ts_ns, recv_ns, self.trade_type)
         self.dispatch.book(s.book, recv_ns)
         return 0
 

@@ -843,3 +843,27 @@ def test_decoder_kline_callbacks_run_after_both_candles_applied() -> None:
     dec.feed(b'42["kline",{"symbol":"BTC-USDT","interval":"1m","add":{"created":%d,"o":1,"h":1,"l":1,"c":1,"v":1},'
              b'"modify":{"created":%d,"o":1,"h":2,"l":1,"c":2,"v":2}}]' % (t0 + 60000, t0 + 60000), 1)
     assert current_at_callback == [2] and dec.stale_candles == 0
+
+
+def test_trades_reach_the_bars_without_trade_objects_when_nobody_listens() -> None:
+    """With no trade callback, a trade goes to the kline aggregator by its C entry: no
+    Trade object is built; with one, each new trade is built once."""
+    from feeds._hotpath import Dispatch, FeedCounters
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=("1m",))
+    book = eng.add_instrument(inst)
+    built: list[Trade] = []
+
+    def trade_type(*args: Any) -> Trade:
+        built.append(Trade(*args))
+        return built[-1]
+
+    dec = StreamDecoder(_Venue(), Dispatch(eng, "t", FeedCounters()), trade_type)
+    dec.add_symbol(StreamSymbol(inst, book))
+    dec.feed(_ob(1, [(99, 1)], [(101, 1)], [(1, 100, 1, "buy"), (2, 100, 2, "sell")]), 1)
+    agg = eng.aggregators["BTC-USDT"]
+    assert agg.trades_applied == 2 and built == []
+    seen: list[Trade] = []
+    eng.on_trade(seen.append)
+    dec.feed(_ob(2, [(99, 1)], [(101, 1)], [(2, 100, 2, "sell"), (3, 101, 1, "buy")]), 1)
+    assert agg.trades_applied == 3 and built == seen and [t.trade_id for t in seen] == ["3"]
