@@ -636,9 +636,9 @@ cdef class CadenzaDecoder:
             if p.has_offset:
                 ch.offset = p.offset
             ch.publications += 1
-            trade = self.trade_type(ch.instrument, js_span_to_str(c, &p.trade_id), p.price_ticks, p.qty_lots,
-                                    p.trade_side, p.ts_ns, recv_ns)
-            self.dispatch.trade(trade, recv_ns)
+            # The id as text only when a trade callback will see it (Dispatch.trade_c).
+            self.dispatch.trade_c(ch.instrument, js_span_to_str(c, &p.trade_id) if self.dispatch.trade_cbs else "",
+                                  p.price_ticks, p.qty_lots, p.trade_side, p.ts_ns, recv_ns, self.trade_type)
             return 0
         end = c[0]
         c.pos = p.data_pos
@@ -950,9 +950,23 @@ cdef class CadenzaDecoder:
             st = js_find_key(c, obj_pos, b"seq", 3)
             if st == JS_OK:
                 st = js_read_int64(c, False, &top_seq)
-            for fields, seq in rows:
-                self.venue.on_balance(fields, seq or top_seq, recv_ns)
-        else:
-            for inst, qty_lots, fields, seq in rows:
-                self.venue.on_position(inst, qty_lots, fields, seq, recv_ns)
+        # The list is one Account batch: every item applies or none does, and the
+        # Account's own notifications come after the whole list.
+        acct = getattr(self.venue, "account", None)
+        batch = acct is not None and len(rows) > 1
+        if batch:
+            acct.begin_batch()
+        try:
+            if balances:
+                for fields, seq in rows:
+                    self.venue.on_balance(fields, seq or top_seq, recv_ns)
+            else:
+                for inst, qty_lots, fields, seq in rows:
+                    self.venue.on_position(inst, qty_lots, fields, seq, recv_ns)
+        except BaseException:
+            if batch:
+                acct.abort_batch()
+            raise
+        if batch and not acct.commit_batch():
+            self.rejected_publications += 1   # the Account counted and reported the refusal
         return 0

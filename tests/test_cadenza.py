@@ -618,3 +618,40 @@ def test_negative_or_zero_trade_price_is_refused() -> None:
         assert ch.offset == offset and seen.trades == []
     dec.feed(_trade_push(3), 1)
     assert [t.price_ticks for t in seen.trades] == [10001]
+
+
+def test_balance_and_portfolio_lists_apply_whole_or_not_at_all() -> None:
+    """A balances (or portfolio) publication is one Account batch: an item the Account
+    refuses leaves every other item of the list unapplied too."""
+    from engine.account import Account
+    from feeds._hotpath import Dispatch, FeedCounters
+    from feeds.cadenza_decode import KIND_ACCOUNT
+    inst = Instrument("BTC-USDT", "0.01", "0.00001")
+    eng = Engine(bar_intervals=())
+    acct = Account("A-1", [inst], feed_mode=True)
+    notified: list[str] = []
+    acct.set_callbacks(on_balance=lambda asset, b: notified.append(asset))
+
+    class Venue(_Venue):
+        account = acct
+
+        def on_balance(self, fields: dict[str, str], seq: int, recv_ns: int) -> None:
+            # What CadenzaVenue.on_balance does to the account.
+            acct.on_balances([fields])
+            notified.append("venue:" + fields["asset"])
+
+    dec = CadenzaDecoder(Venue(), Dispatch(eng, "t", FeedCounters()), Trade, {"BTC-USDT": inst})
+    ch = dec.add_channel(Channel("tradingAccount:A-1", KIND_ACCOUNT))
+    ch.live = True
+    bal = ('{"type":"balances","seq":1,"balances":[{"asset":"USDT","total":"10","available":"10","reserved":"0"},'
+           '{"asset":"BTC","total":"%s","available":"1","reserved":"0"}]}')
+    dec.feed(_push("tradingAccount:A-1", bal % "1", 1), 1)
+    assert acct.balance("USDT").total == 10 * 10**8 and acct.balance("BTC").total == 10**8
+    # Every venue call ran before any Account notification (those come at the commit).
+    assert notified == ["venue:USDT", "venue:BTC", "USDT", "BTC"]
+    notified.clear()
+    too_big = "9" * 30
+    dec.feed(_push("tradingAccount:A-1", bal.replace('"10"', '"20"') % too_big, 2), 1)
+    assert acct.balance("USDT").total == 10 * 10**8 and acct.balance("BTC").total == 10**8
+    assert acct.error_count == 1 and dec.rejected_publications == 1 and ch.offset == 2
+    assert "USDT" not in notified and "BTC" not in notified
