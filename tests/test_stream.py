@@ -867,3 +867,17 @@ def test_trades_reach_the_bars_without_trade_objects_when_nobody_listens() -> No
     eng.on_trade(seen.append)
     dec.feed(_ob(2, [(99, 1)], [(101, 1)], [(2, 100, 2, "sell"), (3, 101, 1, "buy")]), 1)
     assert agg.trades_applied == 3 and built == seen and [t.trade_id for t in seen] == ["3"]
+
+
+def test_compact_numbers_of_19_digits_go_to_the_generic_reader() -> None:
+    """The compact reader takes 1-18 digits and stops before a 19th (it used to add the
+    19th digit first: signed overflow, undefined in C); the generic reader then reads
+    an in-range value exactly and refuses one past int64."""
+    dec, book, agg, seen, venue = _decoder()
+    dec.feed(b'42["orderbook",{"symbol":"BTC-USDT","bids":[],"asks":[],"trades":['
+             b'{"id":1000000000000000000,"ticks":9223372036854775807,"lots":1,"side":"buy","ts":1}]}]', 1)
+    assert [(t.trade_id, t.price_ticks) for t in seen.trades] == [("1000000000000000000", 2**63 - 1)]
+    with pytest.raises(DecodeError, match="int64|overflow|range"):
+        dec.feed(b'42["orderbook",{"symbol":"BTC-USDT","bids":[],"asks":[],"trades":['
+                 b'{"id":1000000000000000001,"ticks":9999999999999999999,"lots":1,"side":"buy","ts":1}]}]', 1)
+    assert len(seen.trades) == 1
