@@ -18,7 +18,9 @@ Method
     venue's Cython decoder -> the core (book, quote, account) -> the callback. Its final
     state is compared with the simulator's on every run (a mismatch aborts the run).
   - ``picows-raw``: a picows client that does the venue's minimal handshake and only
-    counts the hot frames (a prefix check, no decode): the ceiling for any picows client.
+    counts the hot frames (a prefix check, no decode): the ceiling for a Python-level
+    picows listener. The engine's listener is compiled, so on small frames the engine
+    can outrun it (its ratio is then above 1).
   - ``websockets-json``: the common Python pipeline: ``websockets`` client, ``json.loads``
     per message, books in ``sortedcontainers.SortedDict`` keyed by ``float`` price (the
     usual shortcut; exactness would cost it more), other state in dicts/tuples, a no-op
@@ -32,14 +34,17 @@ Method
 - The hot messages (what a case times):
   - ``cadenza``: ``market:orderBook`` snapshot + N deltas (Centrifugo push, ~215 B);
   - ``binance``: the recorded ``depth@100ms`` diffs and ``trade`` frames of
-    tests/data/binance (hftbacktest BTCUSDT spot, MIT), all 13,204 of them in recorded
-    order (the burst size is fixed by the recording). Clients sync from the REST
-    snapshot first; the burst starts when the client sends a live ``SUBSCRIBE``
-    (real Binance protocol), so the measured part is the live diff stream. The few
-    diffs older than the snapshot are dropped by the engine (no callback).
+    tests/data/binance (hftbacktest BTCUSDT spot, MIT), all 13,208 of them (3,451 diffs,
+    9,757 trades) in recorded order (the recording fixes the burst size). Clients sync
+    from the REST snapshot first; the burst starts when the client sends a live
+    ``SUBSCRIBE`` (real Binance protocol), so the measured part is the live diff
+    stream. ``BinanceSim`` has no burst mode, so this module subclasses it for that.
+    The few diffs older than the snapshot are dropped by the engine (no callback).
   - ``stream``: Socket.IO ``orderbook`` events (whole book + recent trades, ~3 KB);
   - ``prices``: whole-book ``PRICES`` of one market (~900 B), the first one included;
-  - ``realtime``: ``trade:created`` + ``market:price`` pairs (~130 B);
+  - ``realtime``: ``trade:created`` + ``market:price`` pairs (~130 B); every client
+    subscribes to the market channel only (the engine with ``rooms=()``,
+    ``notifications=False``);
   - ``botplatform``: ``User`` position/order/energy/notification and ``Symbol``
     messages of the scenario's burst (the engine's rate counts frames: a frame may
     fire several callbacks, or none).
