@@ -128,6 +128,7 @@ def _sim_cadenza(n: int) -> SimBuild:
     def info() -> Json:
         bids, asks = sim.burst_book
         return {"url": sim.url, "total": len(sim.burst_payloads),
+                "tick": float(sim.market.instruments[SYMBOL].tick_size),
                 "expected": {"bids": _levels(bids), "asks": _levels(asks)}}
     return sim, info, lambda: ([], sim.burst_payloads)
 
@@ -184,7 +185,7 @@ def _sim_binance(n: int) -> SimBuild:
     stale = sum(1 for p in payloads if b"@depth" in p[:40] and json.loads(p)["data"]["u"] <= snapshot_id)
 
     def info() -> Json:
-        return {"url": sim.url, "rest_url": sim.rest_url, "total": len(payloads),
+        return {"url": sim.url, "rest_url": sim.rest_url, "total": len(payloads), "tick": float(inst.tick_size),
                 "depth_frames": len(payloads) - len(trades), "stale_diffs": stale,
                 "expected": {"bids": _levels(bids), "asks": _levels(asks), "trades": len(trades),
                              "last_trade": [str(last["t"]), inst.price_to_ticks(last["p"]),
@@ -200,7 +201,7 @@ def _sim_stream(n: int) -> SimBuild:
     def info() -> Json:
         bids, asks = sim.burst_book
         t = sim.burst_trades[-1]
-        return {"url": sim.url, "total": len(sim.burst_frames),
+        return {"url": sim.url, "total": len(sim.burst_frames), "tick": 1.0,   # prices are ticks already
                 "expected": {"bids": _levels(bids), "asks": _levels(asks), "trades": len(sim.burst_trades),
                              "last_trade": [str(t.trade_id), t.price_ticks, t.qty_lots]}}
     return sim, info, lambda: ([], sim.burst_frames)
@@ -214,6 +215,7 @@ def _sim_prices(n: int) -> SimBuild:
         bids, asks = sim.burst_book
         # The first PRICES (the subscription's whole book) is a hot message too.
         return {"url": sim.url, "total": len(sim.burst_payloads) + 1,
+                "tick": float(sim.instruments[PRICES_MARKET].tick_size),
                 "expected": {"bids": _levels(bids), "asks": _levels(asks)}}
 
     def frames() -> Frames:
@@ -230,7 +232,7 @@ def _sim_realtime(n: int) -> SimBuild:
     def info() -> Json:
         assert sim.burst_quote is not None
         t = sim.burst_trades[-1]
-        return {"url": sim.url, "total": len(sim.burst_payloads),
+        return {"url": sim.url, "total": len(sim.burst_payloads), "tick": float(sim.instruments[SYMBOL].tick_size),
                 "expected": {"quote": list(sim.burst_quote), "trades": len(sim.burst_trades),
                              "last_trade": [f"T-{t.trade_id}", t.price_ticks, t.qty_lots]}}
     return sim, info, lambda: ([], sim.burst_payloads)
@@ -621,10 +623,27 @@ class _Pipeline:
         self.book = _PyBook()
         self.callbacks: list[Callable[[Any], None]] = [lambda obj: None]
         self.hello: list[str] = []
+        self.trades = 0
 
     def emit(self, obj: Any) -> None:
         for cb in self.callbacks:
             cb(obj)
+
+    def trade(self, obj: Any) -> None:
+        self.trades += 1
+        self.emit(obj)
+
+    def summary(self) -> Json:
+        """A small digest of the final state, checked against the simulator's result
+        so the peer is known to have done the whole job: level counts and best prices
+        (in ticks of ``info["tick"]``), trade count, and the venue's own extras."""
+        out: Json = {"trades": self.trades}
+        tick = self.info.get("tick")
+        if tick is not None:
+            out.update(bids=len(self.book.bids), asks=len(self.book.asks),
+                       best_bid=round(self.book.bids.peekitem(-1)[0] / tick) if self.book.bids else None,
+                       best_ask=round(self.book.asks.peekitem(0)[0] / tick) if self.book.asks else None)
+        return out
 
     async def prepare(self) -> None:
         """Work before the handshake (REST snapshots)."""
@@ -683,7 +702,7 @@ class _BinancePipeline(_Pipeline):
         if data is None:
             return 0, None          # {"result":null,"id":1}
         if data["e"] == "trade":
-            self.emit((data["t"], float(data["p"]), float(data["q"]), data["m"], data["T"]))
+            self.trade((data["t"], float(data["p"]), float(data["q"]), data["m"], data["T"]))
             return 1, None
         first, last = data["U"], data["u"]
         if last <= self.last_u:
@@ -718,7 +737,7 @@ class _StreamPipeline(_Pipeline):
             for t in sorted(data["trades"], key=lambda t: t["id"]):
                 if t["id"] > self.last_trade_id:
                     self.last_trade_id = t["id"]
-                    self.emit(t)
+                    self.trade(t)
             self.emit(self.book)
             return 1, None
         if text.startswith("0{"):
@@ -759,7 +778,7 @@ class _RealtimePipeline(_Pipeline):
         msg = json.loads(text)
         kind = msg["type"]
         if kind == "trade:created":
-            self.emit((msg["symbol"], msg["id"], float(msg["price"]), float(msg["qty"]), msg["side"], msg["ts"]))
+            self.trade((msg["symbol"], msg["id"], float(msg["price"]), float(msg["qty"]), msg["side"], msg["ts"]))
             return 1, None
         if kind == "market:price":
             q = self.quotes.setdefault(msg["symbol"], {})
@@ -768,6 +787,10 @@ class _RealtimePipeline(_Pipeline):
             self.emit(q)
             return 1, None
         return 0, None
+
+    def summary(self) -> Json:
+        q = self.quotes.get(SYMBOL)
+        return {**super().summary(), "price": round(q["price"] / self.info["tick"]) if q else None}
 
 
 class _BotPlatformPipeline(_Pipeline):
@@ -784,6 +807,9 @@ class _BotPlatformPipeline(_Pipeline):
         self.orders: dict[str, dict[str, Any]] = {}
         self.symbols: dict[str, dict[str, Any]] = {}
         self.energy = 0
+
+    def summary(self) -> Json:
+        return {"orders": len(self.orders), "energy": self.energy}
 
     def _order(self, o: dict[str, Any]) -> None:
         self.orders[o["id"]] = {"status": o["status"], "qty": float(o["qty"]), "filled": float(o["filled_qty"]),
@@ -873,7 +899,8 @@ def bench_websockets_json(venue: str, info: Json) -> Json:
                                    f"in {WAIT_S:g} s") from None
         lat.sort()
         return {"count": marks[0], "seconds": (marks[2] - marks[1]) / 1e9,
-                "p50_ns": lat[len(lat) // 2], "p99_ns": lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
+                "p50_ns": lat[len(lat) // 2], "p99_ns": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                "summary": pipe.summary()}
 
     return uvloop.run(main())
 
@@ -1041,6 +1068,24 @@ def _state_problems(info: Json, state: Json, counters: Any) -> list[str]:
     return problems
 
 
+def _peer_problems(info: Json, summary: Json) -> list[str]:
+    """How a websockets-json peer's digest (``_Pipeline.summary``) differs from the
+    simulator's burst result."""
+    want = info["expected"]
+    checks: Json = {}
+    if "bids" in want:
+        checks.update(bids=len(want["bids"]), asks=len(want["asks"]),
+                      best_bid=want["bids"][0][0] if want["bids"] else None,
+                      best_ask=want["asks"][0][0] if want["asks"] else None)
+    if "trades" in want:
+        checks["trades"] = want["trades"]
+    if "quote" in want:
+        checks["price"] = want["quote"][0]
+    if "orders" in want:
+        checks.update(orders=len(want["orders"]), energy=want["energy"])
+    return [f"{k}: got {summary.get(k)!r}, want {v!r}" for k, v in checks.items() if summary.get(k) != v]
+
+
 def _check_engine(venue: str, problems: list[str]) -> None:
     if problems:
         raise RuntimeError(f"{venue}: engine state differs from the simulator's burst result: {'; '.join(problems)}")
@@ -1070,6 +1115,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
                     res = run_isolated("benchmarks.feed", IMPLS[impl], {"venue": venue, "info": info})
                     if impl == "engine":
                         _check_engine(venue, res["problems"])
+                    elif impl == "websockets-json" and (bad := _peer_problems(info, res["summary"])):
+                        raise RuntimeError(f"{venue}: websockets-json ended in another state: {'; '.join(bad)}")
                     samples[impl].append(res)
         finally:
             _stop_sim(proc)
