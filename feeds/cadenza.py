@@ -146,6 +146,10 @@ class CadenzaVenue(Venue):
         self._pong = False
         self._live = 0
         self._position_rounds: dict[str, int] = {}
+        # While the decoder applies a portfolio/balances list: callbacks held until the
+        # Account batch commits, and the round counters to restore if it rolls back.
+        self._list_pending: list[tuple[str, str]] | None = None
+        self._rounds_before: dict[str, int] = {}
 
     # ---- wiring ----------------------------------------------------------------------
     def bind(self, feed: "Feed", dispatch: "Dispatch") -> None:
@@ -384,9 +388,7 @@ class CadenzaVenue(Venue):
                                qty, entry if qty_lots != 0 else None)
         else:
             return  # flat and never opened: nothing to record
-        assert self.dispatch is not None
-        if self.dispatch.wants("position"):
-            self.dispatch.position(acct.position(sym), recv_ns)
+        self._notify("position", sym, recv_ns)
 
     def on_balance(self, fields: dict[str, str], seq: int, recv_ns: int) -> None:
         """One asset balance (decimal strings at the asset's scale, default 8)."""
@@ -394,6 +396,31 @@ class CadenzaVenue(Venue):
         if acct is None:
             return
         self._account_call(acct.on_balances, [fields])
-        assert self.dispatch is not None
-        if self.dispatch.wants("balance"):
-            self.dispatch.balance(acct.balance(fields["asset"]), recv_ns)
+        self._notify("balance", fields["asset"], recv_ns)
+
+    def begin_list(self) -> None:
+        """The decoder starts applying a portfolio or balances list (one Account batch):
+        callbacks wait for ``end_list``, and the position-round bookkeeping can be undone."""
+        self._list_pending = []
+        self._rounds_before = dict(self._position_rounds)
+
+    def end_list(self, applied: bool, recv_ns: int) -> None:
+        """The list is committed (``applied``: callbacks now, once per changed record) or
+        rolled back (no callbacks; bookkeeping restored)."""
+        pending, self._list_pending = self._list_pending, None
+        if not applied:
+            self._position_rounds = self._rounds_before
+            return
+        for kind, key in dict.fromkeys(pending or ()):
+            self._notify(kind, key, recv_ns)
+
+    def _notify(self, kind: str, key: str, recv_ns: int) -> None:
+        if self._list_pending is not None:
+            self._list_pending.append((kind, key))
+            return
+        acct, dispatch = self.account, self.dispatch
+        assert acct is not None and dispatch is not None
+        if kind == "position" and dispatch.wants("position"):
+            dispatch.position(acct.position(key), recv_ns)
+        elif kind == "balance" and dispatch.wants("balance"):
+            dispatch.balance(acct.balance(key), recv_ns)

@@ -952,21 +952,28 @@ cdef class CadenzaDecoder:
                 st = js_read_int64(c, False, &top_seq)
         # The list is one Account batch: every item applies or none does, and the
         # Account's own notifications come after the whole list.
+        # Position and balance callbacks wait for the commit (venue.begin_list/end_list).
         acct = getattr(self.venue, "account", None)
         batch = acct is not None and len(rows) > 1
-        if batch:
-            acct.begin_batch()
+        cdef bint applied = False
+        self.venue.begin_list()
         try:
-            if balances:
-                for fields, seq in rows:
-                    self.venue.on_balance(fields, seq or top_seq, recv_ns)
-            else:
-                for inst, qty_lots, fields, seq in rows:
-                    self.venue.on_position(inst, qty_lots, fields, seq, recv_ns)
-        except BaseException:
             if batch:
-                acct.abort_batch()
-            raise
-        if batch and not acct.commit_batch():
-            self.rejected_publications += 1   # the Account counted and reported the refusal
+                acct.begin_batch()
+            try:
+                if balances:
+                    for fields, seq in rows:
+                        self.venue.on_balance(fields, seq or top_seq, recv_ns)
+                else:
+                    for inst, qty_lots, fields, seq in rows:
+                        self.venue.on_position(inst, qty_lots, fields, seq, recv_ns)
+            except BaseException:
+                if batch:
+                    acct.abort_batch()
+                raise
+            applied = not batch or acct.commit_batch()
+            if not applied:
+                self.rejected_publications += 1   # the Account counted and reported the refusal
+        finally:
+            self.venue.end_list(applied, recv_ns)
         return 0

@@ -335,6 +335,13 @@ class _Venue:
     def on_ping(self) -> None:
         pass
 
+    def begin_list(self) -> None:
+        self.list_open = True
+
+    def end_list(self, applied: bool, recv_ns: int) -> None:
+        self.list_open = False
+        self.lists = getattr(self, "lists", []) + [applied]
+
 
 class _Seen:
     def __init__(self, eng: Engine) -> None:
@@ -640,7 +647,8 @@ def test_balance_and_portfolio_lists_apply_whole_or_not_at_all() -> None:
             acct.on_balances([fields])
             notified.append("venue:" + fields["asset"])
 
-    dec = CadenzaDecoder(Venue(), Dispatch(eng, "t", FeedCounters()), Trade, {"BTC-USDT": inst})
+    venue = Venue()
+    dec = CadenzaDecoder(venue, Dispatch(eng, "t", FeedCounters()), Trade, {"BTC-USDT": inst})
     ch = dec.add_channel(Channel("tradingAccount:A-1", KIND_ACCOUNT))
     ch.live = True
     bal = ('{"type":"balances","seq":1,"balances":[{"asset":"USDT","total":"10","available":"10","reserved":"0"},'
@@ -649,9 +657,11 @@ def test_balance_and_portfolio_lists_apply_whole_or_not_at_all() -> None:
     assert acct.balance("USDT").total == 10 * 10**8 and acct.balance("BTC").total == 10**8
     # Every venue call ran before any Account notification (those come at the commit).
     assert notified == ["venue:USDT", "venue:BTC", "USDT", "BTC"]
+    assert venue.lists == [True]  # the venue's held callbacks run after the commit
     notified.clear()
     too_big = "9" * 30
     dec.feed(_push("tradingAccount:A-1", bal.replace('"10"', '"20"') % too_big, 2), 1)
     assert acct.balance("USDT").total == 10 * 10**8 and acct.balance("BTC").total == 10**8
     assert acct.error_count == 1 and dec.rejected_publications == 1 and ch.offset == 2
     assert "USDT" not in notified and "BTC" not in notified
+    assert venue.lists == [True, False]  # rolled back: the venue notifies nobody
