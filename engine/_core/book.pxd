@@ -4,44 +4,7 @@
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from engine._core.types cimport Level, LevelUpdate
 from engine._core.instrument cimport Instrument
-
-# Level memory comes in blocks: a block is an array of `capacity` Level structs holding
-# `count` levels in levels[0:count], sorted worst first. Blocks are owned by their
-# OrderBook (see BlockPool for where they come from and when they are freed: never
-# while a zero-copy view is alive). A standard block holds BLOCK_LEVELS (128) levels;
-# a larger one exists only when a zero-copy export needed more contiguous levels.
-ctypedef struct Block:
-    Level* levels
-    Py_ssize_t count
-    Py_ssize_t capacity
-
-# One side of the book: a sorted sequence of non-empty blocks, worst first, so the best
-# level is the last level of the last block. `blocks` and `tops` (tops[j] is the best
-# price in blocks[j], kept for a cache-friendly search) are PyMem_RawMalloc'd arrays of
-# `slots` entries owned by the OrderBook; they hold no level data, so they may be
-# reallocated at any time.
-ctypedef struct BookSide:
-    Block* blocks
-    int64_t* tops
-    Py_ssize_t nblocks
-    Py_ssize_t slots
-    Py_ssize_t count      # levels on this side
-    bint is_bid
-
-# The OrderBook's block memory. Standard blocks are carved from slabs (one
-# PyMem_RawMalloc each, linked through a header Level, freed with the book); a free
-# standard block waits on the spare list, linked through its first Level. A larger
-# block is its own allocation, freed when released, or `parked` (linked the same way)
-# while a view is alive and freed when the last view goes.
-ctypedef struct BlockPool:
-    Level* slabs
-    Level* spare
-    Py_ssize_t spare_count
-    Level* parked
-    Py_ssize_t slab_levels    # capacity of all slabs, in levels
-    Py_ssize_t large_levels   # capacity of the larger blocks (held or parked)
-    Py_ssize_t exports        # live zero-copy views: no free, and no new block, while > 0
-    bint rolling_back         # an undo may take new blocks even while views are alive
+from engine._core.book_side cimport Block, BookSide, BlockPool
 
 # Undo record for whole-or-nothing batches.
 ctypedef struct JournalEntry:
