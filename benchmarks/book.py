@@ -8,7 +8,10 @@ Cases (ns per operation, median of repeats; the Python loop is included for ever
 impl alike and measured on its own as ``python-loop``):
 - ``update``: one level change from Python.
 - ``update_bbo``: one change, then read best bid and ask (price and size) from Python.
-- ``batch_apply``: the engine's numpy batch apply, ns per level (1,000 levels a call).
+- ``batch_apply``: the engine's numpy batch apply, ns per level (1,000 levels a call),
+  on the stream above (30% deletes, so levels keep leaving and coming back).
+- ``batch_apply_resize``: the same changes without deletes: sizes change at levels
+  the book holds (the most common venue event).
 - ``top10``: the 10 best bids out (engine: numpy copy; peers: their natural form).
 - ``top10_view``: the engine's zero-copy view of the same.
 - ``deep_update``: updates uniformly spread over 20,000 levels a side.
@@ -238,10 +241,13 @@ def bench_impl(impl: str, case: str, n: int, repeats: int) -> dict[str, Any]:
         fn = _loop_update(impl, stream, obj, read_bbo=case == "update_bbo")
     elif case in ("top10", "top10_view"):
         fn = _top10(impl, obj, view=case == "top10_view")
-    elif case == "batch_apply":
+    elif case in ("batch_apply", "batch_apply_resize"):
         sides = np.array(stream["sides"], np.int8)
         prices = np.array(stream["prices"], np.int64)
         qtys = np.array(stream["qtys"], np.int64)
+        if case == "batch_apply_resize":
+            # The same changes with no deletes: every one resizes a level the book holds.
+            qtys = np.where(qtys == 0, 1, qtys)
         chunks = [(sides[i:i + 1000], prices[i:i + 1000], qtys[i:i + 1000]) for i in range(0, len(sides), 1000)]
         apply = obj.apply
 
@@ -319,6 +325,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
         ("update", peers + ["python-loop"]),
         ("update_bbo", peers),
         ("batch_apply", ["engine"]),
+        ("batch_apply_resize", ["engine"]),
         ("top10", peers),
         ("top10_view", ["engine"]),
         ("deep_update", ["engine", "sortedcontainers", "order-book"]),
