@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.harness import Record, run_isolated, time_ns_per_op
+from benchmarks.harness import Record, importable, run_isolated, time_ns_per_op
 
 SEED = 20240808
 MID = 10_000_000
@@ -308,13 +308,7 @@ def _memory(book: Any, stream: dict[str, Any], total: int) -> dict[str, Any]:
 
 def _available(impl: str) -> bool:
     mod = {"order-book": "order_book", "nautilus_trader": "nautilus_trader"}.get(impl)
-    if mod is None:
-        return True
-    try:
-        __import__(mod)
-    except ImportError:
-        return False
-    return True
+    return mod is None or importable(mod)
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:

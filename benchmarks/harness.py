@@ -76,6 +76,16 @@ def run_isolated(module: str, func: str, payload: dict[str, Any]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def importable(module: str) -> bool:
+    """True when a competitor's module can be imported (peers are optional: the bench
+    extra installs them; a suite skips a peer that is missing and says so)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()

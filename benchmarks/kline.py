@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.harness import Record, run_isolated, time_ns_per_op
+from benchmarks.harness import Record, importable, run_isolated, time_ns_per_op
 
 SEED = 20240808
 T0_NS = 1_723_161_600_000_000_000
@@ -150,12 +150,7 @@ def _cpu_ns_per_op(fn: Callable[[], int], repeats: int) -> float:
 
 
 def _available(impl: str) -> bool:
-    if impl == "pandas":
-        try:
-            import pandas  # noqa: F401
-        except ImportError:
-            return False
-    return True
+    return impl != "pandas" or importable("pandas")
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> list[Record]:
