@@ -53,3 +53,26 @@ async def step(sim: Any, n: int, chunk: int = 10) -> None:
     for _ in range(0, n, chunk):
         sim.advance(chunk)
         await asyncio.sleep(0)
+
+
+async def oversize_frame_reconnects(h: Any, step: Callable[[Any, int], Coroutine[Any, Any, None]],
+                                    publications: int, oversize_bytes: int, same_state: bool = True) -> None:
+    """Shared fault scenario: the simulator sends one frame over the feed's maximum
+    message size; the feed drops that connection ("oversize" in the reason), reconnects
+    once, resyncs, and (``same_state``) ends with exactly the simulator's state.
+
+    ``h`` is a venue test's harness: ``feed``, ``sim``, ``statuses``, ``caught_up()``
+    and ``assert_same_state()``; ``step(h, n)`` advances its simulator."""
+    from feeds.session import FeedStatus
+
+    await h.feed.wait_subscribed(5)
+    await step(h, publications)
+    await h.caught_up()
+    h.sim.send_oversize(oversize_bytes)
+    await step(h, publications)
+    await h.caught_up()
+    if same_state:
+        h.assert_same_state()
+    assert h.feed.counters.reconnects == 1
+    reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
+    assert any("oversize" in r for r in reasons), reasons

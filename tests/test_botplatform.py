@@ -28,7 +28,7 @@ from feeds.botplatform_decode import BotPlatformDecoder
 from feeds.session import Feed, FeedStatus
 from feeds.sim.botplatform import BotPlatformSim, BotScenario, encode_order, encode_position
 from feeds.symbols import SymbolInfo, SymbolRegistry
-from loopback import close_engine_and_sim, step as step_sim
+from loopback import oversize_frame_reconnects, close_engine_and_sim, step as step_sim
 
 TOKEN = "sim-token-b0t-51ab"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
@@ -356,16 +356,7 @@ def test_stall_is_detected_and_recovered(run: Any) -> None:
 def test_oversize_frame_reconnects(run: Any) -> None:
     async def main() -> None:
         async with open_harness(max_message_size=256 * 1024) as h:
-            await h.feed.wait_subscribed(5)
-            await step(h, 30)
-            await h.caught_up()
-            h.sim.send_oversize(300 * 1024)
-            await step(h, 30)
-            await h.caught_up()
-            h.assert_same_state()
-            assert h.feed.counters.reconnects == 1
-            reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
-            assert any("oversize" in r for r in reasons), reasons
+            await oversize_frame_reconnects(h, step, 30, 300 * 1024)
     run(main())
 
 

@@ -21,7 +21,7 @@ from feeds.cadenza import CadenzaVenue, is_terminal_close
 from feeds.cadenza_decode import KIND_BOOK, KIND_TRADE, CadenzaDecoder, Channel
 from feeds.session import Feed, FeedStatus
 from feeds.sim.cadenza import CadenzaSim
-from loopback import step as step_sim, assert_no_tasks_left
+from loopback import oversize_frame_reconnects, step as step_sim, assert_no_tasks_left
 
 TOKEN = "sim-token-7f3a9c"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
@@ -252,16 +252,7 @@ def test_stall_detected_by_missing_ping(run: Any) -> None:
 def test_oversize_frame_reconnects(run: Any) -> None:
     async def main() -> None:
         async with open_harness(max_message_size=256 * 1024) as h:
-            await h.feed.wait_subscribed(5)
-            await step(h, 20)
-            await h.caught_up()
-            h.sim.send_oversize(300 * 1024)
-            await step(h, 20)
-            await h.caught_up()
-            h.assert_same_state()
-            assert h.feed.counters.reconnects == 1
-            reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
-            assert any("oversize" in r for r in reasons), reasons
+            await oversize_frame_reconnects(h, step, 20, 300 * 1024)
     run(main())
 
 

@@ -28,7 +28,7 @@ from feeds.socketio import (
 )
 from feeds.stream import StreamVenue
 from feeds.stream_decode import StreamDecoder, StreamSymbol
-from loopback import close_engine_and_sim, step as step_sim
+from loopback import oversize_frame_reconnects, close_engine_and_sim, step as step_sim
 
 KEY = "stream-key-SHOULD-NOT-LEAK-42"
 FAST: dict[str, Any] = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
@@ -356,15 +356,7 @@ def test_ping_is_answered_and_keeps_the_connection(run: Any) -> None:
 def test_oversize_frame_reconnects(run: Any) -> None:
     async def main() -> None:
         async with open_harness(max_message_size=128 * 1024) as h:
-            await h.feed.wait_subscribed(5)
-            await step(h, 20)
-            await h.caught_up()
-            h.sim.send_oversize(200 * 1024)
-            await step(h, 20)
-            await h.caught_up()
-            assert h.feed.counters.reconnects == 1
-            reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
-            assert any("oversize" in r for r in reasons), reasons
+            await oversize_frame_reconnects(h, step, 20, 200 * 1024, same_state=False)
     run(main())
 
 
