@@ -1,5 +1,8 @@
 """``python -m engine replay PATH --venue binance-spot|binance-usdm|binance-coinm``
 
+(Recordings of the other venues: ``--venue NAME --instrument SYMBOL:TICK:LOT``, see
+``engine.replay_venue``.)
+
 Replays a recorded file (hftbacktest ``<receive_ns> <json>`` lines, gzip or plain, or a
 cryptofeed capture) through the real decoding path -- ``BinanceBookSync.feed`` on each
 frame's bytes -- and prints a summary (``--json``: one JSON object).
@@ -145,16 +148,31 @@ def replay(path: str, venue: str, *, tick_size: str | None = None, lot_size: str
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m engine replay", description=__doc__.split("\n\n")[0])
+    from engine.engine import VENUES as LIVE_VENUES
+    from engine.replay_venue import parse_instrument, replay_recording
+
+    recorded = sorted(name for name in LIVE_VENUES if name != "binance")
     parser.add_argument("path")
-    parser.add_argument("--venue", required=True, choices=sorted(VENUES))
+    parser.add_argument("--venue", required=True, choices=sorted(VENUES) + recorded,
+                        help="a Binance market, or a venue whose feed recorded PATH (record_path=)")
     parser.add_argument("--tick-size")
     parser.add_argument("--lot-size")
     parser.add_argument("--symbol")
+    parser.add_argument("--instrument", action="append", default=[], metavar="SYMBOL:TICK:LOT",
+                        help="an instrument of a recorded venue (repeat for each)")
+    parser.add_argument("--account-id")
+    parser.add_argument("--token", help="only where a venue's decoder checks it (never printed)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
-        summary = replay(args.path, args.venue, tick_size=args.tick_size, lot_size=args.lot_size,
-                         symbol=args.symbol)
+        if args.venue in VENUES:
+            summary = replay(args.path, args.venue, tick_size=args.tick_size, lot_size=args.lot_size,
+                             symbol=args.symbol)
+        else:
+            if not args.instrument:
+                raise ValueError(f"--venue {args.venue} needs at least one --instrument SYMBOL:TICK:LOT")
+            summary = replay_recording(args.path, args.venue, [parse_instrument(t) for t in args.instrument],
+                                       account_id=args.account_id, token=args.token)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

@@ -196,6 +196,19 @@ class CadenzaVenue(Venue):
             raise FeedError("cadenza venue used before bind()")
         self.decoder.feed(payload, recv_ns)
 
+    def replay_frame(self, feed: "Feed", payload: memoryview, recv_ns: int) -> None:
+        """Replay: replies are matched to the client's own command ids, which a recording
+        (received frames only) does not hold. Each connection's first received frame is
+        the reply to its connect command (id 1), so ``on_open`` is re-run there: it
+        resets the ids and re-registers the connect, and the recorded replies that follow
+        match the subscriptions it sends, as they did live."""
+        if bytes(payload[:7]) == b'{"id":1':
+            first = bytes(payload).split(b"\n", 1)[0]
+            if b'"connect"' in first and "connect" in json.loads(first):
+                self.feed = feed
+                self.on_open(feed)
+        self.on_frame(payload, recv_ns)
+
     def heartbeat(self, now_ns: int) -> None:
         """No frame (not even a ping) for ping + slack seconds: the connection is dead."""
         if self._ping_s <= 0:

@@ -180,6 +180,15 @@ class Venue(abc.ABC):
         Raise DecodeError for a bad frame (counted, connection kept) or FeedError to
         close the connection."""
 
+    def replay_frame(self, feed: "Feed", payload: memoryview, recv_ns: int) -> None:
+        """Apply one recorded frame of this venue (``python -m engine replay``; no socket).
+
+        A recording holds what the venue sent, so replaying it through ``on_frame``
+        rebuilds the same state. A venue whose decoding also depends on what the client
+        sent (command ids, say) overrides this to re-create that state from the frames
+        themselves; the default is ``on_frame``."""
+        self.on_frame(payload, recv_ns)
+
     def heartbeat(self, now_ns: int) -> None:
         """Called every ``heartbeat_interval_s`` while connected: send protocol-level
         pings and check the peer's ones (raise FeedError("no ping ...") to reconnect)."""
