@@ -28,7 +28,6 @@ from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset
 from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.long cimport PyLong_CheckExact, PyLong_AsLongLongAndOverflow
 
 from engine._core.instrument cimport Instrument
 
@@ -159,13 +158,14 @@ cdef inline void _bar_update(Bar* b, kline_i128* notional, int64_t p, int64_t q,
                              int64_t buy_q, kline_i128 pq) noexcept nogil:
     # Add a trade to an open bar. Inlined on a local copy of the bar in the batch loop,
     # where the compiler then keeps the whole bar in registers.
-    if p > b.high_ticks:
-        b.high_ticks = p
-    if p < b.low_ticks:
-        b.low_ticks = p
-    if ts >= b.last_trade_ts_ns:
-        b.last_trade_ts_ns = ts
-        b.close_ticks = p
+    # Unconditional stores of selected values, so the compiler emits conditional moves:
+    # whether a trade makes a new high or low is unpredictable, a mispredicted branch
+    # per frame costs more than the store.
+    cdef bint later = ts >= b.last_trade_ts_ns
+    b.high_ticks = p if p > b.high_ticks else b.high_ticks
+    b.low_ticks = p if p < b.low_ticks else b.low_ticks
+    b.close_ticks = p if later else b.close_ticks
+    b.last_trade_ts_ns = ts if later else b.last_trade_ts_ns
     if ts < b.first_trade_ts_ns:
         b.first_trade_ts_ns = ts
         b.open_ticks = p
@@ -225,15 +225,56 @@ cdef inline bint _same_candle(const Bar* a, const Bar* b) noexcept nogil:
             and a.volume_lots == b.volume_lots)
 
 
+cdef extern from *:
+    """
+    /* Exact int64 of an exact Python int, without a call or an error: 1 and *out set,
+       or 0 (not an exact int, or out of range; nothing raised), and the caller then
+       takes the checked path. CPython 3.11 with 30-bit digits reads the digits
+       directly (ts_ns needs three); elsewhere the public API is used. */
+    static CYTHON_INLINE int kline_fast_i64(PyObject* o, int64_t* out) {
+        if (!PyLong_CheckExact(o)) return 0;
+    #if !defined(PYPY_VERSION) && !defined(Py_LIMITED_API) && PY_VERSION_HEX < 0x030C0000 && PyLong_SHIFT == 30
+        {
+            const digit* d = ((PyLongObject*)o)->ob_digit;
+            const Py_ssize_t size = Py_SIZE(o);
+            uint64_t m;
+            if ((size_t)(size + 1) <= 2) {
+                /* -1, 0, +1 digits without a branch on the sign (side is unpredictable);
+                   3.11 always allocates one digit, so d[0] is readable for 0 too. */
+                *out = (int64_t)size * (int64_t)d[0];
+                return 1;
+            }
+            switch (size) {
+                case 2: *out = (int64_t)(((uint64_t)d[1] << 30) | d[0]); return 1;
+                case -2: *out = -(int64_t)(((uint64_t)d[1] << 30) | d[0]); return 1;
+                case 3: case -3:
+                    if (d[2] >> 3) return 0;  /* magnitude >= 2**63 (INT64_MIN too: slow path) */
+                    m = ((uint64_t)d[2] << 60) | ((uint64_t)d[1] << 30) | d[0];
+                    *out = size > 0 ? (int64_t)m : -(int64_t)m;
+                    return 1;
+                default: return 0;
+            }
+        }
+    #else
+        {
+            int overflow = 0;
+            long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+            if (overflow) return 0;
+            *out = (int64_t)v;
+            return 1;
+        }
+    #endif
+    }
+    """
+    bint kline_fast_i64(object o, int64_t* out) noexcept
+
+
 cdef inline int64_t _as_i64(object value, str field, KlineAggregator agg) except? -1:
     """Exact int64 from a Python int or a numpy integer; KlineError naming `field`
     otherwise (counted in agg.rejected)."""
-    cdef int overflow = 0
-    cdef long long v
-    if PyLong_CheckExact(value):
-        v = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if not overflow:
-            return v
+    cdef int64_t v
+    if kline_fast_i64(value, &v):
+        return v
     return _as_i64_slow(value, field, agg)
 
 
@@ -309,6 +350,26 @@ cdef class BarStore:
 
     def __releasebuffer__(self, Py_buffer* view):
         self.exports -= 1
+
+
+cdef inline int _push_trade(KlineAggregator self, int64_t price_ticks, int64_t qty_lots, int64_t ts_ns,
+                            int64_t side) except -1:
+    # The body of push_trade, inlined into add_trade (a call less per trade from Python).
+    cdef int st
+    if self.busy:
+        _raise_busy()
+    if qty_lots <= 0 or ts_ns < 0 or ts_ns > MAX_TS_NS or side < -1 or side > 1:
+        self.rejected += 1
+        _raise_trade(price_ticks, qty_lots, ts_ns, side, "")
+    st = self.apply_trade(price_ticks, qty_lots, ts_ns, side)
+    if st != KST_OK:
+        self.rejected += 1
+        raise KlineError(f"trade qty_lots={qty_lots} would overflow an open bar's int64 volume")
+    if ENGINE_DEBUG:
+        self._check_invariants()
+    if self.n_events or self.updated_mask:
+        self.dispatch()
+    return 0
 
 
 @cython.auto_pickle(False)
@@ -450,6 +511,7 @@ cdef class KlineAggregator:
 
     # ---- trades ----------------------------------------------------------------------
 
+    @cython.binding(False)  # a plain builtin method: CPython calls it without the cyfunction layer
     def add_trade(self, price_ticks, qty_lots, ts_ns, side=0):
         """Apply one trade to every frame. O(frames); no allocation.
 
@@ -458,25 +520,19 @@ cdef class KlineAggregator:
         Closes the bars the trade ends, then fires callbacks. Raises KlineError (naming
         the field and value) on bad input, with no change.
         """
-        self.push_trade(_as_i64(price_ticks, "price_ticks", self), _as_i64(qty_lots, "qty_lots", self),
-                        _as_i64(ts_ns, "ts_ns", self), _as_i64(side, "side", self))
+        cdef int64_t p, q, t, s
+        if not (kline_fast_i64(price_ticks, &p) and kline_fast_i64(qty_lots, &q)
+                and kline_fast_i64(ts_ns, &t) and kline_fast_i64(side, &s)):
+            # Anything but four exact ints in range: the checked conversions, in argument
+            # order, so the first bad field is the one named (and counted).
+            p = _as_i64(price_ticks, "price_ticks", self)
+            q = _as_i64(qty_lots, "qty_lots", self)
+            t = _as_i64(ts_ns, "ts_ns", self)
+            s = _as_i64(side, "side", self)
+        _push_trade(self, p, q, t, s)
 
     cdef int push_trade(self, int64_t price_ticks, int64_t qty_lots, int64_t ts_ns, int64_t side) except -1:
-        cdef int st
-        if self.busy:
-            _raise_busy()
-        if qty_lots <= 0 or ts_ns < 0 or ts_ns > MAX_TS_NS or side < -1 or side > 1:
-            self.rejected += 1
-            _raise_trade(price_ticks, qty_lots, ts_ns, side, "")
-        st = self.apply_trade(price_ticks, qty_lots, ts_ns, side)
-        if st != KST_OK:
-            self.rejected += 1
-            raise KlineError(f"trade qty_lots={qty_lots} would overflow an open bar's int64 volume")
-        if ENGINE_DEBUG:
-            self._check_invariants()
-        if self.n_events or self.updated_mask:
-            self.dispatch()
-        return 0
+        return _push_trade(self, price_ticks, qty_lots, ts_ns, side)
 
     def add_trades(self, prices, qtys, ts_ns, sides=None):
         """Apply a batch of trades in array order, in one compiled loop without the GIL.
