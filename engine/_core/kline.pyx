@@ -155,17 +155,26 @@ cdef inline int64_t _buy_qty(int64_t q, int64_t side) noexcept nogil:
 
 
 cdef inline void _bar_update(Bar* b, kline_i128* notional, int64_t p, int64_t q, int64_t ts,
-                             int64_t buy_q, kline_i128 pq) noexcept nogil:
-    # Add a trade to an open bar. Inlined on a local copy of the bar in the batch loop,
-    # where the compiler then keeps the whole bar in registers.
-    # Unconditional stores of selected values, so the compiler emits conditional moves:
-    # whether a trade makes a new high or low is unpredictable, a mispredicted branch
-    # per frame costs more than the store.
+                             int64_t buy_q, kline_i128 pq, bint in_memory) noexcept nogil:
+    # Add a trade to an open bar. `in_memory` is a constant at each call site. The batch
+    # loop passes 0: it works on a local copy of the bar, which the compiler keeps in
+    # registers, and there the rarely taken branches are cheapest (measured). On a bar
+    # in memory (1) the selected values are stored unconditionally, so the compiler
+    # emits conditional moves: a mispredicted new high/low there costs more (measured).
     cdef bint later = ts >= b.last_trade_ts_ns
-    b.high_ticks = p if p > b.high_ticks else b.high_ticks
-    b.low_ticks = p if p < b.low_ticks else b.low_ticks
-    b.close_ticks = p if later else b.close_ticks
-    b.last_trade_ts_ns = ts if later else b.last_trade_ts_ns
+    if in_memory:
+        b.high_ticks = p if p > b.high_ticks else b.high_ticks
+        b.low_ticks = p if p < b.low_ticks else b.low_ticks
+        b.close_ticks = p if later else b.close_ticks
+        b.last_trade_ts_ns = ts if later else b.last_trade_ts_ns
+    else:
+        if p > b.high_ticks:
+            b.high_ticks = p
+        if p < b.low_ticks:
+            b.low_ticks = p
+        if later:
+            b.last_trade_ts_ns = ts
+            b.close_ticks = p
     if ts < b.first_trade_ts_ns:
         b.first_trade_ts_ns = ts
         b.open_ticks = p
@@ -180,7 +189,7 @@ cdef inline void _bar_add(Frame* f, int64_t p, int64_t q, int64_t ts, int64_t bu
     # buy_q (q for a taker buy, else 0) and pq (p * q) are computed once per trade by the
     # caller: no per-frame branch on the side, whose sign is unpredictable.
     if f.has_open:
-        _bar_update(&f.cur, &f.cur_notional, p, q, ts, buy_q, pq)
+        _bar_update(&f.cur, &f.cur_notional, p, q, ts, buy_q, pq, 1)
         return
     f.has_open = 1
     f.cur.open_ticks = p
@@ -713,7 +722,7 @@ cdef class KlineAggregator:
                     break
                 p = pv[j]
                 q = qv[j]
-                _bar_update(&bar, &notional, p, q, ts, _buy_qty(q, sv[j]), <kline_i128>p * q)
+                _bar_update(&bar, &notional, p, q, ts, _buy_qty(q, sv[j]), <kline_i128>p * q, 0)
                 j += 1
                 if not time_frame and _reached(f, &bar, notional):
                     break
