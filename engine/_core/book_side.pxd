@@ -139,9 +139,24 @@ cdef inline void pool_free_parked(BlockPool* pool) noexcept nogil:
 # Side primitives: nogil. A status other than BK_OK means nothing was changed.
 # ---------------------------------------------------------------------------
 
+cdef inline int64_t side_mask(bint is_bid) noexcept nogil:
+    """0 for bids, all ones for asks: `price ^ mask` orders every side like bids
+    (~p = -p - 1 reverses the order with no overflow), so comparisons need no branch
+    on the side (sides alternate at random in real streams: a branch would mispredict)."""
+    return <int64_t>is_bid - 1
+
+
 cdef inline bint book_worse(bint is_bid, int64_t a, int64_t b) noexcept nogil:
     """True when price a is worse than price b on this side."""
-    return a < b if is_bid else a > b
+    cdef int64_t m = side_mask(is_bid)
+    return (a ^ m) < (b ^ m)
+
+
+cdef inline uint64_t book_gap(bint is_bid, int64_t better, int64_t price_ticks) noexcept nogil:
+    """Ticks from a price up to a price not worse than it, on this side (unsigned:
+    exact across the whole int64 range)."""
+    cdef int64_t m = side_mask(is_bid)
+    return <uint64_t>(better ^ m) - <uint64_t>(price_ticks ^ m)
 
 
 cdef inline const Level* side_best(const BookSide* s) noexcept nogil:
@@ -168,14 +183,42 @@ cdef inline Py_ssize_t prices_lower_bound(const int64_t* prices, Py_ssize_t stri
     return base + book_worse(is_bid, prices[base * stride], price_ticks)
 
 
+cdef inline Py_ssize_t block_find(const Level* a, Py_ssize_t c, int64_t top, int64_t price_ticks,
+                                  bint is_bid) noexcept nogil:
+    """Index of the first of a block's levels a[0:c] not worse than the price; its top
+    (a[c - 1], price `top`) is not worse, so the answer is at most c - 1.
+
+    Prices are distinct integers, so the answer is within a tick bound from each end:
+    a price g ticks from the top is at most g levels below it (in a dense book an exact
+    hit), and a level d ticks worse than the price is at most d levels below the answer.
+    The window between the two is the number of empty ticks in between, few in a liquid
+    book, so it is walked up; a wide one is binary-searched. Unsigned differences:
+    exact across the whole int64 range."""
+    cdef Py_ssize_t lower = 0, upper
+    cdef uint64_t gap = book_gap(is_bid, top, price_ticks)
+    cdef int64_t p
+    if gap < <uint64_t>(c - 1):
+        lower = c - 1 - <Py_ssize_t>gap
+    p = a[lower].price_ticks
+    if not book_worse(is_bid, p, price_ticks):
+        return lower              # the price itself, or the first level better than it
+    gap = book_gap(is_bid, price_ticks, p)
+    upper = c - 1 if gap >= <uint64_t>(c - 1 - lower) else lower + <Py_ssize_t>gap
+    lower += 1
+    if upper - lower <= 64:
+        # a[upper] is not worse than the price: the walk stops by it at the latest.
+        while book_worse(is_bid, a[lower].price_ticks, price_ticks):
+            lower += 1
+        return lower
+    return lower + prices_lower_bound(&a[lower].price_ticks, LEVEL_STRIDE, upper - lower, price_ticks, is_bid)
+
+
 cdef inline void side_find_deep(const BookSide* s, int64_t price_ticks, Py_ssize_t* block,
                          Py_ssize_t* index) noexcept nogil:
     """side_find for a price below the top block: gallop down the block tops from the
-    touch, then binary-search them, then the block."""
+    touch, then binary-search them, then search the block (block_find)."""
     cdef bint is_bid = s.is_bid
-    cdef Py_ssize_t lo = 0, hi = s.nblocks - 2, step = 1, j, c, lower = 0
-    cdef const Level* a
-    cdef uint64_t gap
+    cdef Py_ssize_t lo = 0, hi = s.nblocks - 2, step = 1, j
     while hi - step >= 0:           # tops[hi] is not worse than the price
         if book_worse(is_bid, s.tops[hi - step], price_ticks):
             lo = hi - step + 1
@@ -184,17 +227,7 @@ cdef inline void side_find_deep(const BookSide* s, int64_t price_ticks, Py_ssize
         step <<= 1
     j = lo + prices_lower_bound(s.tops + lo, 1, hi - lo, price_ticks, is_bid)
     block[0] = j
-    # The block's last level (its top) is not worse than the price, and the same tick
-    # bound as in the top block holds from it.
-    a = s.blocks[j].levels
-    c = s.blocks[j].count
-    gap = <uint64_t>s.tops[j] - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>s.tops[j]
-    if gap < <uint64_t>(c - 1):
-        lower = c - 1 - <Py_ssize_t>gap
-        if a[lower].price_ticks == price_ticks:
-            index[0] = lower
-            return
-    index[0] = lower + prices_lower_bound(&a[lower].price_ticks, LEVEL_STRIDE, c - 1 - lower, price_ticks, is_bid)
+    index[0] = block_find(s.blocks[j].levels, s.blocks[j].count, s.tops[j], price_ticks, is_bid)
 
 
 cdef inline void side_find(const BookSide* s, int64_t price_ticks, Py_ssize_t* block,
@@ -203,10 +236,8 @@ cdef inline void side_find(const BookSide* s, int64_t price_ticks, Py_ssize_t* b
     every later level of the side is not. A new price between two blocks goes to the
     front of the better one; one better than the best goes after it. Side not empty."""
     cdef bint is_bid = s.is_bid
-    cdef Py_ssize_t j = s.nblocks - 1, c = s.blocks[j].count, lower = 0
-    cdef const Level* a = s.blocks[j].levels
-    cdef int64_t best = s.tops[j]   # = a[c - 1].price_ticks, one load fewer on the way
-    cdef uint64_t gap
+    cdef Py_ssize_t j = s.nblocks - 1, c = s.blocks[j].count
+    cdef int64_t best = s.tops[j]   # = the top block's last price, one load fewer on the way
     if not book_worse(is_bid, price_ticks, best):
         block[0] = j
         index[0] = c - 1 if price_ticks == best else c
@@ -214,25 +245,9 @@ cdef inline void side_find(const BookSide* s, int64_t price_ticks, Py_ssize_t* b
     if j > 0 and not book_worse(is_bid, s.tops[j - 1], price_ticks):
         side_find_deep(s, price_ticks, block, index)
         return
-    # In the top block, whose last level is the side's best. Prices are distinct
-    # integers, so a price g ticks from the best is at most g levels from it: that
-    # bounds the window (in a dense book the bound is an exact hit). Unsigned
-    # difference: exact across the whole int64 range.
+    # In the top block, whose last level is the side's best.
     block[0] = j
-    gap = <uint64_t>best - <uint64_t>price_ticks if is_bid else <uint64_t>price_ticks - <uint64_t>best
-    if gap < <uint64_t>(c - 1):
-        lower = c - 1 - <Py_ssize_t>gap
-        if a[lower].price_ticks == price_ticks:
-            index[0] = lower  # every tick between it and the best is occupied
-            return
-    if c - 1 - lower <= 64:
-        # Small window: the index is `lower` plus the number of empty ticks in
-        # between, few in a liquid book, so walk up from the bound.
-        while lower < c - 1 and book_worse(is_bid, a[lower].price_ticks, price_ticks):
-            lower += 1
-        index[0] = lower
-    else:
-        index[0] = lower + prices_lower_bound(&a[lower].price_ticks, LEVEL_STRIDE, c - 1 - lower, price_ticks, is_bid)
+    index[0] = block_find(s.blocks[j].levels, c, best, price_ticks, is_bid)
 
 
 cdef inline int side_ensure_slots(BookSide* s, Py_ssize_t need) noexcept nogil:
