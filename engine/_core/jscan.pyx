@@ -622,23 +622,36 @@ cdef JsonStatus js_read_steps(JsonCursor* c, int32_t decimals, int64_t step_unit
 
 # --- structure -------------------------------------------------------------------
 
-cdef JsonStatus js_next_member(JsonCursor* c, Py_ssize_t* count, JsonSpan* key) noexcept nogil:
+cdef inline JsonStatus _next_item(JsonCursor* c, Py_ssize_t count, char close, Py_ssize_t* at) noexcept nogil:
+    """The part object members and array elements share: skip whitespace, end at
+    ``close``, and after the first item require a comma. On JS_OK, ``at`` is the
+    first byte of the next item (a closing bracket there is a trailing comma)."""
     cdef Py_ssize_t p = _skip_ws(c)
-    cdef JsonStatus st
     if p >= c.len:
         return js_fail(c, JS_TRUNCATED, c.len)
     cdef char ch = c.buf[p]
-    if ch == c'}':
+    if ch == close:
         c.pos = p + 1
         c.depth -= 1
         return JS_END
-    if count[0] > 0:
+    if count > 0:
         if ch != c',':
             return js_fail(c, JS_SYNTAX, p)
         c.pos = p + 1
         p = _skip_ws(c)
         if p >= c.len:
             return js_fail(c, JS_TRUNCATED, c.len)
+        if c.buf[p] == close:
+            return js_fail(c, JS_SYNTAX, p)     # trailing comma
+    at[0] = p
+    return JS_OK
+
+
+cdef JsonStatus js_next_member(JsonCursor* c, Py_ssize_t* count, JsonSpan* key) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef JsonStatus st = _next_item(c, count[0], c'}', &p)
+    if st != JS_OK:
+        return st
     if c.buf[p] != c'"':
         return js_fail(c, JS_SYNTAX, p)
     c.pos = p
@@ -656,23 +669,10 @@ cdef JsonStatus js_next_member(JsonCursor* c, Py_ssize_t* count, JsonSpan* key) 
 
 
 cdef JsonStatus js_next_element(JsonCursor* c, Py_ssize_t* count) noexcept nogil:
-    cdef Py_ssize_t p = _skip_ws(c)
-    if p >= c.len:
-        return js_fail(c, JS_TRUNCATED, c.len)
-    cdef char ch = c.buf[p]
-    if ch == c']':
-        c.pos = p + 1
-        c.depth -= 1
-        return JS_END
-    if count[0] > 0:
-        if ch != c',':
-            return js_fail(c, JS_SYNTAX, p)
-        c.pos = p + 1
-        p = _skip_ws(c)
-        if p >= c.len:
-            return js_fail(c, JS_TRUNCATED, c.len)
-        if c.buf[p] == c']':
-            return js_fail(c, JS_SYNTAX, p)     # trailing comma
+    cdef Py_ssize_t p
+    cdef JsonStatus st = _next_item(c, count[0], c']', &p)
+    if st != JS_OK:
+        return st
     c.pos = p
     count[0] += 1
     return JS_OK
