@@ -76,3 +76,26 @@ async def oversize_frame_reconnects(h: Any, step: Callable[[Any, int], Coroutine
     assert h.feed.counters.reconnects == 1
     reasons = [e.reason for e in h.statuses if e.status is FeedStatus.RECONNECTING]
     assert any("oversize" in r for r in reasons), reasons
+
+
+async def close_code_scenario(h: Any, step: Callable[[Any, int], Coroutine[Any, Any, None]], code: int,
+                              terminal: bool, publications: int = 30) -> None:
+    """Shared fault scenario: the simulator closes the connection with ``code``. A
+    terminal code stops the feed ("failed", the code in the reason, no reconnect, no
+    connection left); any other reconnects once and ends with the simulator's state."""
+    from feeds.session import FeedStatus
+
+    await h.feed.wait_subscribed(5)
+    await step(h, publications)
+    await h.caught_up()
+    h.sim.close(code, "test close")
+    if terminal:
+        await h.status(FeedStatus.FAILED)
+        assert str(code) in h.feed.status_reason
+        await asyncio.sleep(0.1)
+        assert h.feed.counters.reconnects == 0 and len(h.sim.clients) == 0
+    else:
+        await step(h, publications)
+        await h.caught_up()
+        assert h.feed.counters.reconnects == 1
+        h.assert_same_state()

@@ -28,7 +28,7 @@ from feeds.botplatform_decode import BotPlatformDecoder
 from feeds.session import Feed, FeedStatus
 from feeds.sim.botplatform import BotPlatformSim, BotScenario, encode_order, encode_position
 from feeds.symbols import SymbolInfo, SymbolRegistry
-from loopback import oversize_frame_reconnects, close_engine_and_sim, step as step_sim
+from loopback import close_code_scenario, oversize_frame_reconnects, close_engine_and_sim, step as step_sim
 
 TOKEN = "sim-token-b0t-51ab"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
@@ -217,20 +217,7 @@ def test_close_codes(run: Any, code: int, terminal: bool) -> None:
 
     async def main() -> None:
         async with open_harness() as h:
-            await h.feed.wait_subscribed(5)
-            await step(h, 30)
-            await h.caught_up()
-            h.sim.close(code, "test close")
-            if terminal:
-                await h.status(FeedStatus.FAILED)
-                assert str(code) in h.feed.status_reason
-                await asyncio.sleep(0.1)
-                assert h.feed.counters.reconnects == 0 and len(h.sim.clients) == 0
-            else:
-                await step(h, 30)
-                await h.caught_up()
-                assert h.feed.counters.reconnects == 1
-                h.assert_same_state()
+            await close_code_scenario(h, step, code, terminal, 30)
     run(main())
 
 

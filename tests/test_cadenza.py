@@ -21,7 +21,7 @@ from feeds.cadenza import CadenzaVenue, is_terminal_close
 from feeds.cadenza_decode import KIND_BOOK, KIND_TRADE, CadenzaDecoder, Channel
 from feeds.session import Feed, FeedStatus
 from feeds.sim.cadenza import CadenzaSim
-from loopback import oversize_frame_reconnects, step as step_sim, assert_no_tasks_left
+from loopback import close_code_scenario, oversize_frame_reconnects, step as step_sim, assert_no_tasks_left
 
 TOKEN = "sim-token-7f3a9c"
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, seed=3, connect_timeout_s=3.0)
@@ -180,20 +180,7 @@ def test_close_codes(run: Any, code: int, terminal: bool) -> None:
 
     async def main() -> None:
         async with open_harness() as h:
-            await h.feed.wait_subscribed(5)
-            await step(h, 30)
-            await h.caught_up()
-            h.sim.close(code, "test close")
-            if terminal:
-                await h.status(FeedStatus.FAILED)
-                assert str(code) in h.feed.status_reason
-                await asyncio.sleep(0.1)
-                assert h.feed.counters.reconnects == 0 and len(h.sim.clients) == 0
-            else:
-                await step(h, 30)
-                await h.caught_up()
-                assert h.feed.counters.reconnects == 1
-                h.assert_same_state()
+            await close_code_scenario(h, step, code, terminal, 30)
     run(main())
 
 
