@@ -4,7 +4,7 @@
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from engine._core.types cimport Level, LevelUpdate
 from engine._core.instrument cimport Instrument
-from engine._core.book_side cimport Block, BookSide, BlockPool
+from engine._core.book_side cimport BookSide, BlockPool
 
 # Undo record for whole-or-nothing batches.
 ctypedef struct JournalEntry:
@@ -32,7 +32,16 @@ cdef class OrderBook:
     cdef readonly int cross_policy     # CrossPolicyCode
     cdef readonly Py_ssize_t max_depth # levels kept per side; 0: unlimited
     cdef readonly uint64_t pruned_levels  # stale levels removed under CROSS_PRUNE
-    cdef BlockPool pool                # block memory and live-view count (see BlockPool)
+    cdef BlockPool pool                # far-block memory (see BlockPool)
+    # Zero-copy exports, per side: a buffer the top levels are copied into (owned,
+    # PyMem_RawMalloc'd; never freed or reallocated while a view of it is alive), the
+    # live views of it, how many levels it holds (xlen) and the book version they
+    # were copied at.
+    cdef Level* xbuf[2]
+    cdef Py_ssize_t xviews[2]
+    cdef Py_ssize_t xcap[2]
+    cdef Py_ssize_t xlen[2]
+    cdef uint64_t xversion[2]
     # bbo() returns the same tuple while the top of book is unchanged.
     cdef tuple bbo_cache
     cdef Level bbo_key[2]
@@ -62,5 +71,5 @@ cdef class OrderBook:
     cdef int _finish_batch(self, Py_ssize_t n) except -1
     cdef int _raise_crossed_batch(self, Py_ssize_t n) except -1
     cdef bint _batch_crosses_itself(self, Py_ssize_t n, int fresh_side) noexcept nogil
-    cdef int _contiguous_top(self, int side, Py_ssize_t k) except -1
+    cdef Level* _export_buffer(self, int side, Py_ssize_t k) except NULL
     cdef object _export(self, int side, object n, bint copy)

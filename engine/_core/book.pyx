@@ -1,47 +1,55 @@
 # cython: binding=False
 """Integer-tick L2 order book held in typed memory.
 
-Layout (see book.pxd): each side is a sorted sequence of blocks, worst first. A block
-is a C array of up to ``BLOCK_LEVELS`` (128) ``Level`` structs sorted worst first, so
-the best level is the last level of the last block. Each block's best price is also
-kept in a contiguous array (``tops``), searched by galloping down from the touch, then
-a branchless binary search; within a block the window is bounded by the tick distance
-from the block's top (a price g ticks away is at most g levels away), then a walk or a
-branchless binary search. A full block spills levels into a neighbour with room, else
-splits in two; a block below a quarter full merges with, or borrows from, a neighbour.
+Layout (see book_side.pxd): each side compares prices as keys (``price ^ mask``, so a
+higher key is better on either side) and holds its levels in two parts.
 
-Complexity, with ``n`` the levels on a side, ``B = BLOCK_LEVELS`` and ``d`` the levels
-better than the price touched: find O(log d); insert/delete O(log n + B) at any depth,
-and O(log d + d) within the top block, so changes near the touch stay O(1) amortised;
-size change at an existing level O(log d); best level O(1); top-k export O(k).
+- The window: 1,024 consecutive ticks at the touch, direct-indexed. ``wqty[key -
+  wbase]`` is the size at that price, and a bitmap marks the occupied ticks. Setting a
+  size there is O(1) with no data-dependent branch (sizes, the bitmap bit, the counts
+  and the best offset are all updated branch-free); only deleting the best scans the
+  bitmap down for the next one. The side's best level is always in the window.
+- The far blocks: every level worse than the window, as a sorted sequence of blocks
+  of up to 128 ``Level`` structs, worst first, with each block's best price kept in a
+  contiguous array (``tops``). A search gallops down the tops from the far best, then
+  searches the block, bounded by tick distance. A full block spills into a neighbour
+  with room, else splits; a block below a quarter full merges with or borrows from a
+  neighbour.
 
-Memory: standard blocks are carved from slabs, each the shortfall or half of what is
-held (so a growing book allocates O(log n) times), and recycled through a spare list,
-so the steady state allocates nothing; like a vector's capacity, slabs track the
-deepest book seen and are freed with the book. About 22 bytes a level at load fill.
+The window follows the market. A new best above it moves it up (the best lands 256
+ticks below the top), handing the levels that fall out of the bottom to the far blocks
+as whole new blocks. When deleting the best empties the window or leaves the new best
+within 128 ticks of its bottom, it moves down and takes back the far levels it now
+covers. So the best is always in the window, and the levels around it usually are.
 
-Zero-copy views need the top ``k`` levels contiguous: the top block is topped up from
-the blocks below it, or (``k > B``) the top blocks are gathered into one larger block,
-which goes back to standard blocks on the first change that would shift more than
-``B`` of its levels (or split it).
+Complexity, with ``n`` the levels on a side: any change within 1,024 ticks of the touch
+O(1) (a re-base O(1,024 + levels moved), amortised over the ticks the market moved);
+below that, O(log n + 128); best level O(1); the k-th level O(16 + k / 64 + k / 128);
+top-k export O(16 + k).
 
-Memory-safety rule: while a zero-copy view is alive no level memory is freed or
-reallocated (released standard blocks become spares, larger ones are parked until the
-last view goes), no new level memory is taken for an update (``BufferError``, book
-unchanged), and no export may gather levels (``BufferError``).
+Memory: 8 KiB of window per side (fixed, allocated with the book), plus far blocks
+carved from slabs, each the shortfall or half of what is held (so a growing book
+allocates O(log n) times) and recycled through a spare list, so the steady state
+allocates nothing. Like a vector's capacity, slabs track the deepest book seen and are
+freed with the book.
+
+Zero-copy views: ``bids(n, copy=False)`` copies the top ``n`` levels once into a buffer
+the book owns (per side) and returns a read-only numpy view of it; asking again while
+the book is unchanged reuses it. Memory-safety rule: while a view is alive its buffer is
+never freed or reallocated (a request that would need a bigger buffer raises
+``BufferError``); updates are never refused because of a view.
 
 Whole or nothing: a batch is journaled (side, price, previous size) and rolled back
-when it fails (a crossed result under ``CROSS_RAISE``, or a block it cannot get). An
-undo may take new blocks even while views are alive (new memory never invalidates a
-view); only if that allocation fails is the book cleared, with ``MemoryError``.
+when it fails (a crossed result under ``CROSS_RAISE``, or no memory for a block). Only
+if the undo itself runs out of memory is the book cleared, with ``MemoryError``.
 Input is validated before anything is touched.
 """
 from cpython.ref cimport Py_INCREF, PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from cpython.mem cimport PyMem_RawMalloc, PyMem_RawRealloc, PyMem_RawFree
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawCalloc, PyMem_RawRealloc, PyMem_RawFree
 from libc.string cimport memmove, memcpy
 from libc.stdlib cimport qsort
-from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t, intptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t, intptr_t, INT64_MAX
 
 cimport cython
 cimport numpy as cnp
@@ -49,10 +57,10 @@ cimport numpy as cnp
 from engine._core.types cimport Level, LevelUpdate, SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
 from engine._core.book_side cimport (
-    engine_i128, Block, BookSide, BlockPool, BLOCK_LEVELS, BLOCK_LOW, INITIAL_SPARE, INITIAL_SLOTS,
-    BK_OK, BK_NO_MEMORY, BK_VIEWS_ALIVE, book_worse, side_best, side_find, side_write, side_empty,
-    side_top_qty, side_fill, side_rechunk, side_split, side_rebalance, side_remove_at, side_insert_at, side_ensure_slots,
-    side_open_slots, side_close_slot, blocks_for, pool_reserve, pool_take, pool_release, pool_free_parked,
+    engine_i128, Block, BookSide, BlockPool, SideCursor, BLOCK_LEVELS, INITIAL_SPARE, INITIAL_SLOTS, WINDOW_TICKS,
+    WINDOW_WORDS, BK_OK, book_worse, side_mask, side_best, side_best_price, side_qty, side_write, side_empty,
+    side_load, side_load_blocks, side_top_qty, cursor_start, cursor_next, cursor_skip, window_drop_worst,
+    far_drop_worst, far_ensure_slots, blocks_for, pool_reserve, side_copy_top,
 )
 
 import numpy as np
@@ -106,15 +114,14 @@ cdef object book_i128_to_int(engine_i128 v):
 # ---------------------------------------------------------------------------
 
 cdef class _LevelsExport:
-    """Owner of a zero-copy levels view: while it lives the book frees no level memory
-    and takes no new level memory; parked blocks are freed when the last one goes."""
+    """Owner of a zero-copy levels view: keeps the book (and so the export buffer the
+    view points into) alive; while any lives, that side's buffer is not reallocated."""
     cdef OrderBook book
+    cdef int side
 
     def __dealloc__(self):
         if self.book is not None:
-            self.book.pool.exports -= 1
-            if self.book.pool.exports == 0:
-                pool_free_parked(&self.book.pool)
+            self.book.xviews[self.side] -= 1
 
 
 @cython.final
@@ -130,26 +137,35 @@ cdef class OrderBook:
     - ``max_depth``: keep at most this many levels a side (the worst are dropped after
       each update); 0 keeps everything.
 
-    Memory: blocks of 128 levels (16 bytes each), a quarter to fully used, carved from
-    slabs that grow by half and are kept (like a vector's capacity) until the book
-    is dropped; released blocks are reused, so the steady state allocates nothing. See
-    ``bids`` for the rules while zero-copy views are alive.
+    Memory: a 1,024-tick window per side (8 KiB each) for the levels at the touch;
+    deeper levels in blocks of 128 levels (16 bytes each), a quarter to fully used,
+    carved from slabs that grow by half and are kept (like a vector's capacity) until
+    the book is dropped; released blocks are reused, so the steady state allocates
+    nothing. See ``bids`` for zero-copy views.
     """
 
     def __cinit__(self):
         cdef int k
+        cdef BookSide* s
         for k in range(2):
-            self.sides[k].blocks = <Block*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(Block))
-            self.sides[k].tops = <int64_t*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(int64_t))
-            if self.sides[k].blocks == NULL or self.sides[k].tops == NULL:
+            s = &self.sides[k]
+            s.is_bid = k == SIDE_BID
+            s.mask = side_mask(s.is_bid)
+            s.wbase = 0
+            s.wcount = s.nblocks = s.count = 0
+            s.wbest = -1
+            s.slots = INITIAL_SLOTS
+            s.wqty = <int64_t*>PyMem_RawCalloc(WINDOW_TICKS, sizeof(int64_t))
+            s.wbits = <uint64_t*>PyMem_RawCalloc(WINDOW_WORDS, sizeof(uint64_t))
+            s.blocks = <Block*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(Block))
+            s.tops = <int64_t*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(int64_t))
+            if s.wqty == NULL or s.wbits == NULL or s.blocks == NULL or s.tops == NULL:
                 raise MemoryError()
-            self.sides[k].slots = INITIAL_SLOTS
-            self.sides[k].nblocks = 0
-            self.sides[k].count = 0
-            self.sides[k].is_bid = k == SIDE_BID
-        self.pool.slabs = self.pool.spare = self.pool.parked = NULL
-        self.pool.spare_count = self.pool.slab_levels = self.pool.large_levels = self.pool.exports = 0
-        self.pool.rolling_back = False
+            self.xbuf[k] = NULL
+            self.xcap[k] = self.xlen[k] = self.xviews[k] = 0
+            self.xversion[k] = 0
+        self.pool.slabs = self.pool.spare = NULL
+        self.pool.spare_count = self.pool.slab_levels = 0
         self.journal = NULL
         self.journal_capacity = 0
         if pool_reserve(&self.pool, INITIAL_SPARE) != BK_OK:
@@ -168,17 +184,15 @@ cdef class OrderBook:
 
     def __dealloc__(self):
         # Exports hold a reference to the book, so none is alive here: free everything.
+        # Far blocks live in the slabs, freed below.
         cdef int k
-        cdef Py_ssize_t j
         cdef Level* slab
         for k in range(2):
-            if self.sides[k].blocks != NULL:
-                for j in range(self.sides[k].nblocks):
-                    if self.sides[k].blocks[j].capacity != BLOCK_LEVELS:
-                        PyMem_RawFree(self.sides[k].blocks[j].levels)
+            PyMem_RawFree(self.sides[k].wqty)
+            PyMem_RawFree(self.sides[k].wbits)
             PyMem_RawFree(self.sides[k].blocks)
             PyMem_RawFree(self.sides[k].tops)
-        pool_free_parked(&self.pool)
+            PyMem_RawFree(self.xbuf[k])
         while self.pool.slabs != NULL:
             slab = self.pool.slabs
             self.pool.slabs = <Level*><intptr_t>slab[0].price_ticks
@@ -194,10 +208,6 @@ cdef class OrderBook:
         return self._raise_status(pool_reserve(&self.pool, need))
 
     cdef int _raise_status(self, int status) except -1:
-        if status == BK_VIEWS_ALIVE:
-            raise BufferError(
-                f"{self.instrument.symbol}: the book needs more level memory but {self.pool.exports} "
-                "zero-copy view(s) are alive; release them (del the array) or use copies")
         if status != BK_OK:
             raise MemoryError(f"{self.instrument.symbol}: out of memory for book levels")
         return 0
@@ -223,45 +233,39 @@ cdef class OrderBook:
     cdef bint _crossed(self) noexcept nogil:
         cdef const BookSide* b = &self.sides[SIDE_BID]
         cdef const BookSide* a = &self.sides[SIDE_ASK]
-        return b.nblocks > 0 and a.nblocks > 0 and b.tops[b.nblocks - 1] >= a.tops[a.nblocks - 1]
+        return b.count > 0 and a.count > 0 and side_best_price(b) >= side_best_price(a)
 
     cdef Py_ssize_t _prune_crossed(self, int fresh_side) noexcept nogil:
         """Remove the levels of the side opposite `fresh_side` that its best crosses or
         locks: they are stale (the venue would have matched them). Returns how many."""
         cdef BookSide* stale = &self.sides[1 - fresh_side]
-        cdef int64_t fresh_best = side_best(&self.sides[fresh_side]).price_ticks
+        cdef int64_t fresh_best = side_best_price(&self.sides[fresh_side]), ignored
         cdef Py_ssize_t removed = 0
-        cdef const Level* best = side_best(stale)
-        while best != NULL and not book_worse(stale.is_bid, best.price_ticks, fresh_best):
-            side_remove_at(stale, &self.pool, stale.nblocks - 1, stale.blocks[stale.nblocks - 1].count - 1)
+        cdef Level best
+        # Deleting the best never needs memory, so side_write cannot fail here.
+        while side_best(stale, &best) and not book_worse(stale.is_bid, best.price_ticks, fresh_best):
+            side_write(stale, &self.pool, best.price_ticks, 0, &ignored)
             removed += 1
-            best = side_best(stale)
         self.pruned_levels += removed
         return removed
 
     cdef void _trim_depth(self) noexcept nogil:
-        """Drop the worst levels beyond max_depth (whole blocks first)."""
+        """Drop the worst levels beyond max_depth: far blocks first, then the bottom of
+        the window (max_depth >= 1, so the best stays)."""
         cdef int k
         cdef BookSide* s
-        cdef Block* b
-        cdef Py_ssize_t excess
+        cdef Py_ssize_t excess, far
         if self.max_depth == 0:
             return
         for k in range(2):
             s = &self.sides[k]
-            while s.count > self.max_depth:
-                b = &s.blocks[0]
-                excess = s.count - self.max_depth
-                if excess >= b.count:
-                    s.count -= b.count
-                    pool_release(&self.pool, b.levels, b.capacity)
-                    side_close_slot(s, 0)
-                else:
-                    memmove(b.levels, &b.levels[excess], <size_t>(b.count - excess) * sizeof(Level))
-                    b.count -= excess
-                    s.count -= excess
-                    if b.count < BLOCK_LOW and s.nblocks > 1:
-                        side_rebalance(s, &self.pool, 0)
+            excess = s.count - self.max_depth
+            if excess <= 0:
+                continue
+            far = s.count - s.wcount
+            far_drop_worst(s, &self.pool, excess if excess < far else far)
+            if excess > far:
+                window_drop_worst(s, excess - far)
 
     # ------------------------------------------------------------------
     # C API (book.pxd).
@@ -279,11 +283,11 @@ cdef class OrderBook:
             raise BookError(f"{self.instrument.symbol}: negative size {qty_lots} lots at {price_ticks} ticks")
         if qty_lots > 0:
             opp = &self.sides[1 - side]
-            crosses = opp.nblocks > 0 and not book_worse(side == SIDE_BID, price_ticks, opp.tops[opp.nblocks - 1])
+            crosses = opp.count > 0 and not book_worse(side == SIDE_BID, price_ticks, side_best_price(opp))
             if crosses and self.cross_policy == CROSS_RAISE:
                 raise BookCrossedError(
                     f"{self.instrument.symbol}: {'bid' if side == SIDE_BID else 'ask'} at "
-                    f"{price_ticks} ticks would cross the opposite best {opp.tops[opp.nblocks - 1]}")
+                    f"{price_ticks} ticks would cross the opposite best {side_best_price(opp)}")
         status = side_write(&self.sides[side], &self.pool, price_ticks, qty_lots, &old)
         if status != BK_OK:
             self._raise_status(status)
@@ -349,20 +353,18 @@ cdef class OrderBook:
             raise BookCrossedError(
                 f"{self.instrument.symbol}: snapshot is crossed (best bid {bids[counts[SIDE_BID] - 1].price_ticks}"
                 f" >= best ask {asks[counts[SIDE_ASK] - 1].price_ticks} ticks)")
-        # Every block needed is spare (or held now, standard size) before anything changes.
+        # Every block needed is spare (or held now) before anything changes.
+        cdef Py_ssize_t need = 0
         for k in range(2):
-            for i in range(self.sides[k].nblocks):
-                held += self.sides[k].blocks[i].capacity == BLOCK_LEVELS
-            # Index room (32 bytes a block) for the book to grow a lot without reallocating.
-            self._raise_status(side_ensure_slots(&self.sides[k], 4 * blocks_for(counts[k])))
-        self._reserve_blocks(blocks_for(counts[SIDE_BID]) + blocks_for(counts[SIDE_ASK]) - held)
+            held += self.sides[k].nblocks
+            need += side_load_blocks(self.sides[k].mask, bids if k == SIDE_BID else asks, counts[k])
+            # Index room (24 bytes a block) for the book to grow a lot without reallocating.
+            self._raise_status(far_ensure_slots(&self.sides[k], 4 * blocks_for(counts[k])))
+        self._reserve_blocks(need - held)
         for k in range(2):
             side_empty(&self.sides[k], &self.pool)
-        side_fill(&self.sides[SIDE_BID], &self.pool, 0, bids, counts[SIDE_BID])
-        side_fill(&self.sides[SIDE_ASK], &self.pool, 0, asks, counts[SIDE_ASK])
-        for k in range(2):
-            self.sides[k].nblocks = blocks_for(counts[k])
-            self.sides[k].count = counts[k]
+        side_load(&self.sides[SIDE_BID], &self.pool, bids, counts[SIDE_BID])
+        side_load(&self.sides[SIDE_ASK], &self.pool, asks, counts[SIDE_ASK])
         self._trim_depth()
         self.version += 1
         if ENGINE_DEBUG:
@@ -397,11 +399,7 @@ cdef class OrderBook:
         return m
 
     cdef bint best_level(self, int side, Level* out) noexcept nogil:
-        cdef const Level* best = side_best(&self.sides[side])
-        if best == NULL:
-            return False
-        out[0] = best[0]
-        return True
+        return side_best(&self.sides[side], out)
 
     cdef Py_ssize_t level_count_c(self, int side) noexcept nogil:
         return self.sides[side].count
@@ -421,17 +419,15 @@ cdef class OrderBook:
         return side_write(&self.sides[side], &self.pool, price_ticks, qty_lots, &self.journal[i].old_qty_lots)
 
     cdef int _rollback(self, Py_ssize_t n) except -1:
-        """Undo journal entries [0, n) in reverse. An undo may take new blocks even while
-        views are alive (new memory never invalidates a view)."""
+        """Undo journal entries [0, n) in reverse (an undo may need blocks: a re-base up
+        hands window levels to the far blocks)."""
         cdef Py_ssize_t i = n - 1
         cdef int64_t ignored
         cdef int status = BK_OK
-        self.pool.rolling_back = True
         while i >= 0 and status == BK_OK:
             status = side_write(&self.sides[self.journal[i].side], &self.pool, self.journal[i].price_ticks,
                                 self.journal[i].old_qty_lots, &ignored)
             i -= 1
-        self.pool.rolling_back = False
         if status != BK_OK:
             # Only out of memory gets here: a half-undone book would be worse than none.
             side_empty(&self.sides[SIDE_BID], &self.pool)
@@ -476,16 +472,13 @@ cdef class OrderBook:
         """True when a level this batch left on the stale side is crossed by the fresh
         best: the frame contradicts itself, so pruning would throw away its own data."""
         cdef const BookSide* stale = &self.sides[1 - fresh_side]
-        cdef int64_t fresh_best = side_best(&self.sides[fresh_side]).price_ticks, price
-        cdef Py_ssize_t i, j, k
+        cdef int64_t fresh_best = side_best_price(&self.sides[fresh_side]), price
+        cdef Py_ssize_t i
         for i in range(n):
             if self.journal[i].side != 1 - fresh_side:
                 continue
             price = self.journal[i].price_ticks
-            if book_worse(stale.is_bid, price, fresh_best):
-                continue
-            side_find(stale, price, &j, &k)
-            if k < stale.blocks[j].count and stale.blocks[j].levels[k].price_ticks == price:
+            if not book_worse(stale.is_bid, price, fresh_best) and side_qty(stale, price) != 0:
                 return True
         return False
 
@@ -500,11 +493,10 @@ cdef class OrderBook:
     def set(self, int side, int64_t price_ticks, int64_t qty_lots):
         """Set the size at a price on one side; ``qty_lots == 0`` deletes the level.
 
-        O(log d) for d levels better than the price, plus for a new or removed level
-        O(d) within the top block (about the first 100 levels) and O(log n + 128)
-        deeper. Raises ``BookError`` (bad side, negative size), ``BookCrossedError``
-        (policy RAISE) or ``BufferError`` (a new block needed while a zero-copy view is
-        alive); on error the book is unchanged."""
+        O(1) within 1,024 ticks of the touch, O(log n + 128) deeper (see the module
+        docstring for the window that makes it so). Raises ``BookError`` (bad side,
+        negative size), ``BookCrossedError`` (policy RAISE) or ``MemoryError``; on error
+        the book is unchanged."""
         self.set_level(side, price_ticks, qty_lots)
 
     def apply(self, sides, prices, qtys, *, int64_t update_id=-1, int64_t ts_ns=-1):
@@ -515,9 +507,9 @@ cdef class OrderBook:
         prices/sizes are read in place; other integer dtypes that convert without loss
         are converted first. Later entries win over earlier ones at the same price.
         ``update_id``/``ts_ns`` (when >= 0) are recorded as the last applied update.
-        O(k log n) for k entries (see ``set``). Raises ``BookError`` naming the first
-        bad entry, ``BookCrossedError`` or ``BufferError`` (as ``set``); on error the
-        book is unchanged."""
+        O(k) for k entries at the touch (see ``set``). Raises ``BookError`` naming the
+        first bad entry, ``BookCrossedError`` or ``MemoryError`` (as ``set``); on error
+        the book is unchanged."""
         cdef object sd_arr = _as_array(sides, cnp.NPY_INT8, "sides")
         cdef object p_arr = _as_array(prices, cnp.NPY_INT64, "prices")
         cdef object q_arr = _as_array(qtys, cnp.NPY_INT64, "qtys")
@@ -552,9 +544,7 @@ cdef class OrderBook:
         Arrays of ticks and lots, in any order (venues send best first, which is the
         fast path); zero sizes are skipped. Raises ``BookError`` on negative sizes,
         repeated prices or length mismatches, ``BookCrossedError`` if the snapshot is
-        crossed (unless policy ALLOW), ``BufferError`` if it needs more level memory
-        than the book holds while a zero-copy view is alive. O(n) for sorted input,
-        O(n log n) otherwise."""
+        crossed (unless policy ALLOW). O(n) for sorted input, O(n log n) otherwise."""
         cdef const int64_t[:] bp = _as_array(bid_prices, cnp.NPY_INT64, "bid_prices")
         cdef const int64_t[:] bq = _as_array(bid_qtys, cnp.NPY_INT64, "bid_qtys")
         cdef const int64_t[:] ap = _as_array(ask_prices, cnp.NPY_INT64, "ask_prices")
@@ -595,29 +585,25 @@ cdef class OrderBook:
 
     def best_bid(self):
         """Best bid as ``(price_ticks, qty_lots)``, or None when there are no bids. O(1)."""
-        cdef const Level* best = side_best(&self.sides[SIDE_BID])
-        if best == NULL:
+        cdef Level best
+        if not side_best(&self.sides[SIDE_BID], &best):
             return None
         return (best.price_ticks, best.qty_lots)
 
     def best_ask(self):
         """Best ask as ``(price_ticks, qty_lots)``, or None when there are no asks. O(1)."""
-        cdef const Level* best = side_best(&self.sides[SIDE_ASK])
-        if best == NULL:
+        cdef Level best
+        if not side_best(&self.sides[SIDE_ASK], &best):
             return None
         return (best.price_ticks, best.qty_lots)
 
     def bbo(self):
         """``(bid_price, bid_qty, ask_price, ask_qty)`` in one call; an empty side's two
         entries are None. O(1); the same tuple is returned while the top is unchanged."""
-        cdef const Level* b = side_best(&self.sides[SIDE_BID])
-        cdef const Level* a = side_best(&self.sides[SIDE_ASK])
         cdef Level bl, al
         bl.price_ticks = bl.qty_lots = al.price_ticks = al.qty_lots = 0
-        if b != NULL:
-            bl = b[0]
-        if a != NULL:
-            al = a[0]
+        cdef bint b = side_best(&self.sides[SIDE_BID], &bl)
+        cdef bint a = side_best(&self.sides[SIDE_ASK], &al)
         # Sizes are > 0 for a present level, so (0, 0) marks an empty side in the key.
         if (self.bbo_cache is not None and bl.price_ticks == self.bbo_key[0].price_ticks
                 and bl.qty_lots == self.bbo_key[0].qty_lots and al.price_ticks == self.bbo_key[1].price_ticks
@@ -626,10 +612,10 @@ cdef class OrderBook:
         self.bbo_key[0] = bl
         self.bbo_key[1] = al
         self.bbo_cache = (
-            bl.price_ticks if b != NULL else None,
-            bl.qty_lots if b != NULL else None,
-            al.price_ticks if a != NULL else None,
-            al.qty_lots if a != NULL else None,
+            bl.price_ticks if b else None,
+            bl.qty_lots if b else None,
+            al.price_ticks if a else None,
+            al.qty_lots if a else None,
         )
         return self.bbo_cache
 
@@ -653,51 +639,42 @@ cdef class OrderBook:
         return self.sides[0].count + self.sides[1].count
 
     def qty_at(self, int side, int64_t price_ticks):
-        """Size in lots at a price on a side (0 when no level). O(log d)."""
+        """Size in lots at a price on a side (0 when no level). O(1) within 1,024 ticks
+        of the touch, O(log n) deeper."""
         _check_side(side)
-        cdef const BookSide* s = &self.sides[side]
-        cdef Py_ssize_t j, i
-        if s.count == 0:
-            return 0
-        side_find(s, price_ticks, &j, &i)
-        if i < s.blocks[j].count and s.blocks[j].levels[i].price_ticks == price_ticks:
-            return s.blocks[j].levels[i].qty_lots
-        return 0
+        return side_qty(&self.sides[side], price_ticks)
 
     def level(self, int side, Py_ssize_t index):
         """The index-th best level ``(price_ticks, qty_lots)`` (0 is the best).
-        O(1 + index / 100) (one step per block above it). Raises IndexError past the
-        last level."""
+        O(16 + index / 128): whole bitmap words and blocks are skipped. Raises
+        IndexError past the last level."""
         _check_side(side)
         cdef const BookSide* s = &self.sides[side]
-        cdef Py_ssize_t j = s.nblocks - 1, left = index
+        cdef SideCursor c
+        cdef Level lv
         if index < 0 or index >= s.count:
             raise IndexError(f"level {index} of {s.count} on the {'bid' if side == SIDE_BID else 'ask'} side")
-        while left >= s.blocks[j].count:
-            left -= s.blocks[j].count
-            j -= 1
-        cdef const Level* lv = &s.blocks[j].levels[s.blocks[j].count - 1 - left]
+        cursor_start(s, &c)
+        cursor_skip(s, &c, index)
+        if not cursor_next(s, &c, &lv):
+            raise AssertionError(f"level {index}: the side ended early")  # counts are checked above
         return (lv.price_ticks, lv.qty_lots)
 
     def bids(self, n=None, *, bint copy=True):
         """Top ``n`` bids (all when None), best first, as a numpy array of LEVEL_DTYPE
         (fields ``price`` in ticks and ``qty`` in lots). O(n).
 
-        ``copy=False`` returns a read-only zero-copy view into the book's memory, O(1)
-        when the top block already holds the top ``n`` levels. It is valid until the
-        next change of the book; after that it shows whatever the memory then holds,
-        never freed memory. The rules that guarantee it:
+        ``copy=False`` returns a read-only view of a buffer the book owns, with no
+        array data allocated: the top ``n`` levels are copied into the side's export
+        buffer (O(n)), or, while the book is unchanged since the last such export,
+        the buffer is reused as it is (O(1)). The view shows the levels as they were
+        when it was made, until the next ``copy=False`` export of that side after a
+        change refills the buffer; it never shows freed memory:
 
-        - while any view is alive the book frees and reallocates no level memory
-          (blocks it lets go of are kept, and freed once the last view is gone);
-        - while any view is alive an update that needs new level memory (a block
-          split with no spare block) raises ``BufferError``, book unchanged;
-        - the top ``n`` levels must be contiguous: when the top block holds fewer,
-          the export first moves levels into it (O(n); for ``n`` beyond a block, the
-          top blocks are gathered into one larger block, which returns to standard
-          blocks on the first deep change in it). That move would change what live
-          views show, so with any view alive it raises ``BufferError`` instead:
-          release the views (``del``) or use ``copy=True``."""
+        - while any view of a side is alive the book frees and reallocates no export
+          buffer of that side; an export that needs a bigger one then raises
+          ``BufferError`` (release the views with ``del``, or use ``copy=True``);
+        - updates never wait for views: a live view refuses nothing else."""
         return self._export(SIDE_BID, n, copy)
 
     def asks(self, n=None, *, bint copy=True):
@@ -707,10 +684,7 @@ cdef class OrderBook:
     cdef object _export(self, int side, object n, bint copy):
         cdef const BookSide* s = &self.sides[side]
         cdef cnp.npy_intp k = s.count
-        cdef cnp.npy_intp stride = -<cnp.npy_intp>sizeof(Level)
-        cdef Py_ssize_t i = 0, j = s.nblocks - 1, m, t
         cdef Level* dst
-        cdef const Block* b
         cdef void* data = <void*>&_NO_LEVEL
         cdef _LevelsExport owner
         if n is not None:
@@ -721,88 +695,50 @@ cdef class OrderBook:
         if copy:
             Py_INCREF(_LEVEL_DTYPE)
             arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, NULL, NULL, 0, NULL)
-            dst = <Level*>cnp.PyArray_DATA(arr)
-            while i < k:
-                b = &s.blocks[j]
-                m = k - i if k - i < b.count else b.count
-                for t in range(m):
-                    dst[i + t] = b.levels[b.count - 1 - t]
-                i += m
-                j -= 1
+            side_copy_top(s, <Level*>cnp.PyArray_DATA(arr), k)
             return arr
-        # Zero copy: a negative stride walks from the best level down the top block.
         if k > 0:
-            if s.blocks[s.nblocks - 1].count < k:
-                self._contiguous_top(side, k)
-            b = &s.blocks[s.nblocks - 1]
-            data = <void*>&b.levels[b.count - 1]
+            data = <void*>self._export_buffer(side, k)
         Py_INCREF(_LEVEL_DTYPE)
-        arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, &stride, data, 0, NULL)
+        arr = PyArray_NewFromDescr(<PyTypeObject*>cnp.ndarray, _LEVEL_DTYPE, 1, &k, NULL, data, 0, NULL)
         owner = _LevelsExport.__new__(_LevelsExport)
         owner.book = self
-        self.pool.exports += 1
+        owner.side = side
+        self.xviews[side] += 1
         cnp.set_array_base(arr, owner)
         return arr
 
     @property
     def live_views(self):
-        """Number of zero-copy views alive (see ``bids`` for what the book refuses while > 0)."""
-        return self.pool.exports
+        """Number of zero-copy views alive, both sides (while a side has any, its export
+        buffer is not reallocated)."""
+        return self.xviews[SIDE_BID] + self.xviews[SIDE_ASK]
 
-    cdef int _contiguous_top(self, int side, Py_ssize_t k) except -1:
-        """Make the side's top block hold its best k levels (k <= level count)."""
-        cdef BookSide* s = &self.sides[side]
-        cdef Block* top = &s.blocks[s.nblocks - 1]
-        cdef Block* src
-        cdef Py_ssize_t j, m, total = 0, cap, pos = 0
-        cdef int64_t best_price
-        cdef Level* big
-        if top.count >= k:
-            return 0
-        if self.pool.exports > 0:
-            raise BufferError(
-                f"{self.instrument.symbol}: the top {k} {'bids' if side == SIDE_BID else 'asks'} are not "
-                f"contiguous and {self.pool.exports} zero-copy view(s) are alive; gathering them would move "
-                "levels those views show: release the views (del the array) or use copy=True")
-        if k <= top.capacity:
-            # Top up the top block from the block below it (no allocation).
-            while top.count < k:
-                j = s.nblocks - 2
-                src = &s.blocks[j]
-                m = k - top.count if k - top.count < src.count else src.count
-                memmove(&top.levels[m], top.levels, <size_t>top.count * sizeof(Level))
-                memcpy(top.levels, &src.levels[src.count - m], <size_t>m * sizeof(Level))
-                top.count += m
-                src.count -= m
-                if src.count == 0:
-                    pool_release(&self.pool, src.levels, src.capacity)
-                    side_close_slot(s, j)
-                else:
-                    s.tops[j] = src.levels[src.count - 1].price_ticks
-                top = &s.blocks[s.nblocks - 1]
-            return 0
-        # Gather whole blocks from the top down into one larger block. Freeing the old
-        # blocks is safe: no view is alive.
-        j = s.nblocks
-        while total < k:
-            j -= 1
-            total += s.blocks[j].count
-        cap = total + BLOCK_LEVELS // 2
-        big = <Level*>PyMem_RawMalloc(<size_t>cap * sizeof(Level))
-        if big == NULL:
-            raise MemoryError()
-        self.pool.large_levels += cap
-        best_price = s.tops[s.nblocks - 1]
-        for m in range(j, s.nblocks):
-            memcpy(&big[pos], s.blocks[m].levels, <size_t>s.blocks[m].count * sizeof(Level))
-            pos += s.blocks[m].count
-            pool_release(&self.pool, s.blocks[m].levels, s.blocks[m].capacity)
-        s.nblocks = j + 1
-        s.blocks[j].levels = big
-        s.blocks[j].count = total
-        s.blocks[j].capacity = cap
-        s.tops[j] = best_price
-        return 0
+    cdef Level* _export_buffer(self, int side, Py_ssize_t k) except NULL:
+        """The side's export buffer holding its best k levels (k >= 1, at most the
+        level count): reused when the book is unchanged since it was filled with at
+        least k, else (re)filled. It grows, by at least half, only while no view of it
+        is alive."""
+        cdef Py_ssize_t cap
+        cdef Level* buf
+        if self.xversion[side] == self.version and self.xlen[side] >= k:
+            return self.xbuf[side]
+        if k > self.xcap[side]:
+            if self.xviews[side] > 0:
+                raise BufferError(
+                    f"{self.instrument.symbol}: a view of {k} {'bids' if side == SIDE_BID else 'asks'} needs a "
+                    f"bigger export buffer (it holds {self.xcap[side]}) but {self.xviews[side]} zero-copy "
+                    "view(s) of it are alive; release them (del the array) or use copy=True")
+            cap = k if k > self.xcap[side] * 3 // 2 else self.xcap[side] * 3 // 2
+            buf = <Level*>PyMem_RawRealloc(self.xbuf[side], <size_t>cap * sizeof(Level))
+            if buf == NULL:
+                raise MemoryError()
+            self.xbuf[side] = buf
+            self.xcap[side] = cap
+        side_copy_top(&self.sides[side], self.xbuf[side], k)
+        self.xlen[side] = k
+        self.xversion[side] = self.version
+        return self.xbuf[side]
 
     # ------------------------------------------------------------------
     # Analytics. Prices in ticks, sizes in lots; floats only for ratios.
@@ -853,19 +789,15 @@ cdef class OrderBook:
         cdef const BookSide* s = &self.sides[1 - taker_side]
         cdef int64_t left = qty_lots, take
         cdef engine_i128 notional = 0
-        cdef Py_ssize_t j = s.nblocks - 1, i
-        cdef const Level* lv
+        cdef SideCursor c
+        cdef Level lv
         cdef int64_t worst = 0
-        while left > 0 and j >= 0:
-            i = s.blocks[j].count - 1
-            while left > 0 and i >= 0:
-                lv = &s.blocks[j].levels[i]
-                take = lv.qty_lots if lv.qty_lots < left else left
-                notional += <engine_i128>take * lv.price_ticks
-                worst = lv.price_ticks
-                left -= take
-                i -= 1
-            j -= 1
+        cursor_start(s, &c)
+        while left > 0 and cursor_next(s, &c, &lv):
+            take = lv.qty_lots if lv.qty_lots < left else left
+            notional += <engine_i128>take * lv.price_ticks
+            worst = lv.price_ticks
+            left -= take
         if left == qty_lots:
             return (0, 0, None)
         return (qty_lots - left, book_i128_to_int(notional), worst)
@@ -892,36 +824,57 @@ cdef class OrderBook:
         return self.best_level(SIDE_BID, &b) and self.best_level(SIDE_ASK, &a) and b.price_ticks == a.price_ticks
 
     def memory_bytes(self):
-        """Bytes of level memory (slabs of standard blocks, larger blocks held or
-        parked), block index and journal held, excluding the Python object. O(1)."""
-        return ((self.pool.slab_levels + self.pool.large_levels) * sizeof(Level)
+        """Bytes of level memory held: windows, far-block slabs, block index, export
+        buffers and journal, excluding the Python object. O(1)."""
+        return (2 * (WINDOW_TICKS * sizeof(int64_t) + WINDOW_WORDS * sizeof(uint64_t))
+                + self.pool.slab_levels * sizeof(Level)
                 + (self.sides[0].slots + self.sides[1].slots) * (sizeof(Block) + sizeof(int64_t))
+                + (self.xcap[0] + self.xcap[1]) * sizeof(Level)
                 + self.journal_capacity * sizeof(JournalEntry))
 
     def _check_invariants(self):
-        """Raise AssertionError unless: every side is a sequence of non-empty blocks
-        within their capacity, its levels strictly sorted worst first within and across
-        blocks, each cached block top equal to the block's last price, counts adding up,
-        no level with size <= 0; spare list, slabs, parked blocks and memory counts
-        consistent; max_depth respected; not crossed (unless ALLOW). O(n)."""
+        """Raise AssertionError unless, on each side: the window's bitmap, count and
+        best offset match its sizes, it fits the int64 range, and it holds the best
+        level whenever the side has any; the far blocks are non-empty and within
+        capacity, their levels strictly sorted worst first within and across blocks
+        and all worse than the window, each cached block top equal to the block's last
+        price; counts add up; no level has size <= 0. Also: the spare list and slabs
+        account for every block; max_depth is respected; the book is not crossed
+        (unless ALLOW). O(n + 1,024)."""
         cdef int k
-        cdef Py_ssize_t i, j, total, standard = 0, large = 0, spares = 0
+        cdef Py_ssize_t i, j, o, total, wcount, wbest, held = 0, spares = 0
         cdef const BookSide* s
         cdef const Block* b
         cdef const Level* prev
         cdef Level* blk
+        cdef bint bit
         for k in range(2):
             s = &self.sides[k]
-            if s.is_bid != (k == SIDE_BID):
-                raise AssertionError(f"side {k}: is_bid flag wrong")
+            if s.is_bid != (k == SIDE_BID) or s.mask != side_mask(s.is_bid):
+                raise AssertionError(f"side {k}: is_bid flag or mask wrong")
+            if s.wbase > INT64_MAX - (WINDOW_TICKS - 1):
+                raise AssertionError(f"side {k}: window base {s.wbase} runs past the int64 range")
+            wcount = 0
+            wbest = -1
+            for o in range(WINDOW_TICKS):
+                bit = (s.wbits[o >> 6] >> (o & 63)) & 1
+                if s.wqty[o] < 0 or bit != (s.wqty[o] != 0):
+                    raise AssertionError(f"side {k}: window offset {o} has size {s.wqty[o]}, bit {bit}")
+                if bit:
+                    wcount += 1
+                    wbest = o
+            if wcount != s.wcount or wbest != s.wbest:
+                raise AssertionError(f"side {k}: window count/best {s.wcount}/{s.wbest}, scan {wcount}/{wbest}")
+            if (s.count > 0) != (s.wcount > 0):
+                raise AssertionError(f"side {k}: {s.count} levels but {s.wcount} in the window")
             if not (0 <= s.nblocks <= s.slots):
                 raise AssertionError(f"side {k}: {s.nblocks} blocks in {s.slots} slots")
-            total = 0
+            total = wcount
             prev = NULL
             for j in range(s.nblocks):
                 b = &s.blocks[j]
-                if not (1 <= b.count <= b.capacity) or b.capacity < BLOCK_LEVELS:
-                    raise AssertionError(f"side {k} block {j}: count {b.count}, capacity {b.capacity}")
+                if not (1 <= b.count <= BLOCK_LEVELS):
+                    raise AssertionError(f"side {k} block {j}: count {b.count}")
                 if s.tops[j] != b.levels[b.count - 1].price_ticks:
                     raise AssertionError(f"side {k} block {j}: cached top {s.tops[j]} != {b.levels[b.count - 1].price_ticks}")
                 for i in range(b.count):
@@ -931,12 +884,11 @@ cdef class OrderBook:
                         raise AssertionError(f"side {k} block {j}: unsorted at {prev.price_ticks}, {b.levels[i].price_ticks}")
                     prev = &b.levels[i]
                 total += b.count
-                if b.capacity == BLOCK_LEVELS:
-                    standard += 1
-                else:
-                    large += b.capacity
+            held += s.nblocks
+            if prev != NULL and (prev.price_ticks ^ s.mask) >= s.wbase:
+                raise AssertionError(f"side {k}: far level {prev.price_ticks} is inside the window")
             if total != s.count:
-                raise AssertionError(f"side {k}: count {s.count} but blocks hold {total}")
+                raise AssertionError(f"side {k}: count {s.count} but window and blocks hold {total}")
             if self.max_depth and s.count > self.max_depth:
                 raise AssertionError(f"side {k}: {s.count} levels beyond max_depth {self.max_depth}")
         blk = self.pool.spare
@@ -945,17 +897,9 @@ cdef class OrderBook:
             blk = <Level*><intptr_t>blk[0].price_ticks
         if spares != self.pool.spare_count:
             raise AssertionError(f"spare list holds {spares} blocks, counted {self.pool.spare_count}")
-        if (standard + spares) * BLOCK_LEVELS != self.pool.slab_levels:
-            raise AssertionError(f"{standard} blocks held and {spares} spare, but slabs hold "
+        if (held + spares) * BLOCK_LEVELS != self.pool.slab_levels:
+            raise AssertionError(f"{held} blocks held and {spares} spare, but slabs hold "
                                  f"{self.pool.slab_levels // BLOCK_LEVELS}")
-        blk = self.pool.parked
-        if blk != NULL and self.pool.exports == 0:
-            raise AssertionError("parked blocks but no live view")
-        while blk != NULL:
-            large += blk[0].qty_lots
-            blk = <Level*><intptr_t>blk[0].price_ticks
-        if large != self.pool.large_levels:
-            raise AssertionError(f"larger blocks hold {large} levels of memory, counted {self.pool.large_levels}")
         if self.cross_policy != CROSS_ALLOW and self._crossed():
             raise AssertionError("book is crossed")
         return True
