@@ -1089,7 +1089,6 @@ def test_random_walk_with_drifting_mid(policy: int, seed: int) -> None:
 # ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="spread() subtracts in int64: wraps when the book spans more than 2**63 ticks", strict=False)
 def test_spread_of_a_book_spanning_the_int64_range() -> None:
     book = make_book(ALLOW)
     book.set(BID, INT64_MIN, 1)

@@ -745,11 +745,12 @@ cdef class OrderBook:
     # ------------------------------------------------------------------
 
     def spread(self):
-        """Best ask minus best bid in ticks, or None when a side is empty. O(1)."""
+        """Best ask minus best bid in ticks (exact, a Python int: it may exceed int64
+        when the book spans the whole range), or None when a side is empty. O(1)."""
         cdef Level b, a
         if not self.best_level(SIDE_BID, &b) or not self.best_level(SIDE_ASK, &a):
             return None
-        return a.price_ticks - b.price_ticks
+        return <object>a.price_ticks - <object>b.price_ticks
 
     def mid(self):
         """Mid price in ticks (a float: it may fall on a half tick), or None. O(1)."""
