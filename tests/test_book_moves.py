@@ -190,18 +190,23 @@ def book_state(book: OrderBook) -> tuple[bytes, bytes, int, int]:
     return (book.bids().tobytes(), book.asks().tobytes(), book.version, book.pruned_levels)
 
 
-def do_set(book: OrderBook, ref: Ref, side: int, price: int, qty: int) -> bool:
-    """One set on both; they must agree on whether it is rejected (then nothing changed)."""
-    ok = ref.set(side, price, qty)
+def agree(book: OrderBook, ok: bool, what: str, action: Callable[[], object]) -> bool:
+    """Run ``action`` on the book. It must be rejected (BookCrossedError, book unchanged)
+    exactly when the reference rejected ``what``; returns whether it was applied."""
     before = None if ok else book_state(book)
     try:
-        book.set(side, price, qty)
+        action()
     except BookCrossedError:
-        assert not ok, f"engine rejected set({side}, {price}, {qty}) that the reference applied"
-        assert book_state(book) == before, "a rejected set changed the book"
+        assert not ok, f"engine rejected {what} that the reference applied"
+        assert book_state(book) == before, f"a rejected {what} changed the book"
         return False
-    assert ok, f"engine applied set({side}, {price}, {qty}) that the reference rejected"
+    assert ok, f"engine applied {what} that the reference rejected"
     return True
+
+
+def do_set(book: OrderBook, ref: Ref, side: int, price: int, qty: int) -> bool:
+    """One set on both."""
+    return agree(book, ref.set(side, price, qty), f"set({side}, {price}, {qty})", lambda: book.set(side, price, qty))
 
 
 def batch_arrays(updates: Sequence[Update]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,35 +218,18 @@ def batch_arrays(updates: Sequence[Update]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def do_apply(book: OrderBook, ref: Ref, updates: Sequence[Update]) -> bool:
-    """A batch on both; a rejected batch must leave the book byte-identical."""
-    ok = ref.apply(updates)
-    before = None if ok else book_state(book)
-    try:
-        book.apply(*batch_arrays(updates))
-    except BookCrossedError:
-        assert not ok, f"engine rejected a batch of {len(updates)} that the reference applied"
-        assert book_state(book) == before, "a rejected batch changed the book"
-        return False
-    assert ok, f"engine applied a batch of {len(updates)} that the reference rejected"
-    return True
+    """A batch on both."""
+    return agree(book, ref.apply(updates), f"batch of {len(updates)}", lambda: book.apply(*batch_arrays(updates)))
 
 
 def do_snapshot(book: OrderBook, ref: Ref, bids: Sequence[tuple[int, int]], asks: Sequence[tuple[int, int]]) -> bool:
-    ok = ref.snapshot(bids, asks)
-    before = None if ok else book_state(book)
-    try:
-        book.apply_snapshot(
-            np.array([p for p, _ in bids], np.int64),
-            np.array([q for _, q in bids], np.int64),
-            np.array([p for p, _ in asks], np.int64),
-            np.array([q for _, q in asks], np.int64),
-        )
-    except BookCrossedError:
-        assert not ok, "engine rejected a snapshot the reference applied"
-        assert book_state(book) == before, "a rejected snapshot changed the book"
-        return False
-    assert ok, "engine applied a snapshot the reference rejected"
-    return True
+    """A snapshot on both."""
+    return agree(book, ref.snapshot(bids, asks), "snapshot", lambda: book.apply_snapshot(
+        np.array([p for p, _ in bids], np.int64),
+        np.array([q for _, q in bids], np.int64),
+        np.array([p for p, _ in asks], np.int64),
+        np.array([q for _, q in asks], np.int64),
+    ))
 
 
 def delete_best(book: OrderBook, ref: Ref, side: int) -> None:
