@@ -13,7 +13,8 @@ impl alike and measured on its own as ``python-loop``):
 - ``batch_apply_resize``: the same changes without deletes: sizes change at levels
   the book holds (the most common venue event).
 - ``top10``: the 10 best bids out (engine: numpy copy; peers: their natural form).
-- ``top10_view``: the engine's zero-copy view of the same.
+- ``top10_view``: the engine's view of the same (``copy=False``: a read-only array over
+  the book's export buffer, no array data allocated).
 - ``deep_update``: updates uniformly spread over 20,000 levels a side.
 - ``memory``: ns per update over a long run; ``extra`` has bytes per level and the
   resident-memory growth after warm-up.
