@@ -338,7 +338,7 @@ def test_large_book_stays_consistent(inst: Instrument) -> None:
     b._check_invariants()
 
 
-# --- block layout: deep books, structure changes, views across them ---------------
+# --- layout: window and far blocks, deep books, structure changes, views -------------
 
 
 def _ref_levels(d: dict[int, int], side: int) -> list[tuple[int, int]]:
@@ -499,34 +499,88 @@ def test_max_depth_and_prune_across_blocks(inst: Instrument) -> None:
     p._check_invariants()
 
 
-def test_gathered_block_shrinks_and_takes_spilled_levels(inst: Instrument) -> None:
-    """A large top block (gathered for a view) that lost most of its levels, above a
-    block that overflows: at most half a block spills into it."""
-    b = OrderBook(inst)
-    n = 3000
-    prices = np.arange(n, 0, -1) * 2  # even prices: room for inserts between them
-    b.apply_snapshot(prices, np.ones(n, np.int64), [10 * n], [1])
-    view = b.bids(1000, copy=False)  # gathers ~1,030 levels into one block
-    del view
-    for p in range(2 * n, 2 * n - 1900, -2):  # the best 950 go: deletes at the touch
-        b.set(BID, p, 0)
+def test_far_blocks_stay_full_in_a_rising_market(inst: Instrument) -> None:
+    """Each move of the window up hands a few levels to the far blocks; they fill the
+    top block's room before taking a new block, so a trend leaves no trail of small
+    blocks (memory per level, and level(i), stay as for a snapshot-loaded book)."""
+    b = OrderBook(inst, window_ticks=1024)
+    n = 20_000
+    for i in range(n):
+        b.set(BID, i * 100, 1)  # a rising best, levels 100 ticks apart
     b._check_invariants()
-    top_price = b.level(BID, 0)[0]
-    # Fill the gaps below the large block's levels: the block under it overflows.
-    start = b.level(BID, 100)[0]
-    for p in range(start - 1, start - 701, -2):
-        b.set(BID, p, 5)
-        b._check_invariants()
-    assert b.level(BID, 0)[0] == top_price and b.qty_at(BID, start - 1) == 5
-    assert b.bid_count == n - 950 + 350
+    assert b.window_moves > n // 10
+    assert b.memory_bytes() / len(b) < 26
+    s = OrderBook(inst, window_ticks=1024)
+    s.apply_snapshot(np.arange(n - 1, -1, -1) * 100, np.ones(n, np.int64), [], [])
+    assert _levels(b.bids()) == _levels(s.bids())
+    assert b.level(BID, n - 1) == s.level(BID, n - 1) == (0, 1)
+
+
+def test_a_flickering_best_rarely_moves_the_window(inst: Instrument) -> None:
+    """A best that comes and goes 700 ticks above the rest of a 1,024-tick window: the
+    first delete would leave the best in the window's bottom eighth, but the window
+    moves down only after a quarter-window of writes, so the flicker stays cheap."""
+    b = OrderBook(inst, window_ticks=1024)
+    b.apply_snapshot(np.arange(10_000, 9_000, -1), np.ones(1000, np.int64), [20_000], [1])
+    b.set(BID, 10_700, 5)  # moves the window up: 10,000 is now 700 ticks below the best
+    moves = b.window_moves
+    for _ in range(1000):
+        b.set(BID, 10_700, 0)
+        b.set(BID, 10_700, 5)
+        b.set(BID, 9_990, 2)  # activity near the rest of the book
+    assert b.window_moves - moves <= 2 * (3000 // 256) + 2
+    b._check_invariants()
+    assert b.best_bid() == (10_700, 5) and b.qty_at(BID, 9_990) == 2
+
+
+def test_window_ticks(inst: Instrument) -> None:
+    assert OrderBook(inst).window_ticks == 4096
+    for bad in (0, 32, 100, 3000, 1 << 21):
+        with pytest.raises(BookError, match="window_ticks"):
+            OrderBook(inst, window_ticks=bad)
+    small, big = OrderBook(inst, window_ticks=64), OrderBook(inst, window_ticks=1 << 16)
+    assert big.memory_bytes() - small.memory_bytes() == 2 * ((1 << 16) - 64) * (8 + 1 / 8)
+    b = OrderBook(inst)
+    b.set(BID, 5, 1)
+    with pytest.raises(BookError, match="empty"):
+        b.__init__(inst, window_ticks=1024)
+    assert b.window_ticks == 4096 and b.best_bid() == (5, 1)
+    b.clear()
+    b.__init__(inst, window_ticks=1024)
+    assert b.window_ticks == 1024
+
+
+@pytest.mark.parametrize("window_ticks", [64, 128, 1 << 16])
+def test_window_sizes_against_a_dict(inst: Instrument, window_ticks: int) -> None:
+    """Random changes around a drifting touch, for the smallest windows (which move all
+    the time) and a wide one, against a dict; invariants along the way."""
+    rng = np.random.default_rng(window_ticks)
+    b = OrderBook(inst, window_ticks=window_ticks, cross_policy=CrossPolicy.ALLOW)
+    ref: list[dict[int, int]] = [{}, {}]
+    mid = 0
+    for step in range(20_000):
+        mid += int(rng.integers(-3, 4)) * (50 if rng.random() < 0.01 else 1)
+        side = int(rng.integers(0, 2))
+        dist = int(rng.geometric(0.02))
+        price = mid - dist if side == BID else mid + dist
+        qty = 0 if rng.random() < 0.35 else int(rng.integers(1, 50))
+        b.set(side, price, qty)
+        _ref_set(ref, side, price, qty)
+        if step % 2000 == 0:
+            b._check_invariants()
+            assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+            assert _levels(b.asks()) == _ref_levels(ref[1], ASK)
+    b._check_invariants()
+    assert _levels(b.bids()) == _ref_levels(ref[0], BID)
+    assert _levels(b.asks()) == _ref_levels(ref[1], ASK)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_structure_changes_with_views(inst: Instrument, seed: int) -> None:
-    """Random sets at every depth, batches, snapshots, clears and zero-copy exports of
-    any size (gathering blocks), with views sometimes held across changes; invariants
-    after every step, contents against a dict. A refused change (BufferError while a
-    view is alive) must leave the book as it was."""
+    """Random sets at every depth, batches, snapshots, clears and views of any size,
+    sometimes held across changes; invariants after every step, contents against a
+    dict. A refused export (BufferError: a bigger buffer needed while a view of that
+    side is alive) must leave the book as it was."""
     rng = np.random.default_rng(seed)
     b = OrderBook(inst)
     ref: list[dict[int, int]] = [{}, {}]
@@ -559,7 +613,8 @@ def test_random_structure_changes_with_views(inst: Instrument, seed: int) -> Non
                 if rng.random() < 0.3:
                     held.append(view)
                 elif k >= 300 and rng.random() < 0.5:
-                    # Thin the gathered block from the touch: a large block with room.
+                    # Delete most of the exported levels from the touch down: the window
+                    # empties and moves down, taking levels back from the far blocks.
                     top = view["price"][: k * 4 // 5].copy()
                     del view
                     b.apply(np.full(len(top), side, np.int8), top, np.zeros(len(top), np.int64))

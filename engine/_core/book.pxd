@@ -27,7 +27,8 @@ cdef class OrderBook:
     # Sequence tracking: the last applied venue update id and its event time (ns).
     cdef public int64_t last_update_id
     cdef public int64_t event_ts_ns
-    # Counts every state change; lets views and callers detect staleness cheaply.
+    # Counts every change of the levels; callers (and the export buffers) compare it to
+    # tell whether what they read earlier is still current.
     cdef readonly uint64_t version
     cdef readonly int cross_policy     # CrossPolicyCode
     cdef readonly Py_ssize_t max_depth # levels kept per side; 0: unlimited

@@ -4,11 +4,12 @@
 Layout (see book_side.pxd): each side compares prices as keys (``price ^ mask``, so a
 higher key is better on either side) and holds its levels in two parts.
 
-- The window: 1,024 consecutive ticks at the touch, direct-indexed. ``wqty[key -
-  wbase]`` is the size at that price, and a bitmap marks the occupied ticks. Setting a
-  size there is O(1) with no data-dependent branch (sizes, the bitmap bit, the counts
-  and the best offset are all updated branch-free); only deleting the best scans the
-  bitmap down for the next one. The side's best level is always in the window.
+- The window: ``window_ticks`` consecutive ticks at the touch (4,096 by default),
+  direct-indexed. ``wqty[key - wbase]`` is the size at that price and a bitmap marks
+  the occupied ticks. Setting a size there is O(1) with no data-dependent branch
+  (size, bitmap bit, counts and best offset are all updated branch-free); only
+  deleting the best scans the bitmap down for the next one. The side's best level is
+  always in the window.
 - The far blocks: every level worse than the window, as a sorted sequence of blocks
   of up to 128 ``Level`` structs, worst first, with each block's best price kept in a
   contiguous array (``tops``). A search gallops down the tops from the far best, then
@@ -16,33 +17,40 @@ higher key is better on either side) and holds its levels in two parts.
   with room, else splits; a block below a quarter full merges with or borrows from a
   neighbour.
 
-The window follows the market. A new best above it moves it up (the best lands 256
-ticks below the top), handing the levels that fall out of the bottom to the far blocks
-as whole new blocks. When deleting the best empties the window or leaves the new best
-within 128 ticks of its bottom, it moves down and takes back the far levels it now
-covers. So the best is always in the window, and the levels around it usually are.
+The window follows the market. A new best above it moves it up (the best lands a
+quarter of the window below the top); the levels that fall out of the bottom go on top
+of the far blocks, filling the top block's room first. Deleting the best so that the
+window empties moves it down at once; deleting it so that the next best sits in the
+window's bottom eighth moves it down only once a quarter-window of writes has passed
+since the last move, so a best that flickers over a gap does not move it every time.
+Moving down takes back the far levels the window now covers.
 
-Complexity, with ``n`` the levels on a side: any change within 1,024 ticks of the touch
-O(1) (a re-base O(1,024 + levels moved), amortised over the ticks the market moved);
-below that, O(log n + 128); best level O(1); the k-th level O(16 + k / 64 + k / 128);
-top-k export O(16 + k).
+Complexity, with ``n`` the levels on a side and ``W`` the window: a change within the
+window O(1); below it O(log n + 128); best level O(1); the k-th level and top-k
+export O(W / 64 + k). A move of the window costs O(W + levels moved): a move down
+waits for W / 4 writes (or an empty window); a move up comes from a new best above the
+window, so a market that keeps jumping more than W / 4 ticks up and back pays it on
+every jump.
 
-Memory: 8 KiB of window per side (fixed, allocated with the book), plus far blocks
-carved from slabs, each the shortfall or half of what is held (so a growing book
-allocates O(log n) times) and recycled through a spare list, so the steady state
-allocates nothing. Like a vector's capacity, slabs track the deepest book seen and are
-freed with the book.
+Memory: 8 bytes a tick of window per side (32 KiB by default, allocated with the
+book), plus far blocks carved from slabs, each the shortfall or half of what is held
+(so a growing book allocates O(log n) times) and recycled through a spare list, so the
+steady state allocates nothing. Like a vector's capacity, slabs track the deepest book
+seen and are freed with the book.
 
-Zero-copy views: ``bids(n, copy=False)`` copies the top ``n`` levels once into a buffer
-the book owns (per side) and returns a read-only numpy view of it; asking again while
-the book is unchanged reuses it. Memory-safety rule: while a view is alive its buffer is
-never freed or reallocated (a request that would need a bigger buffer raises
-``BufferError``); updates are never refused because of a view.
+Views: ``bids(n, copy=False)`` copies the top ``n`` levels into a buffer the book owns
+(one per side) and returns a read-only numpy view of it; asking again while the book
+is unchanged reuses it. A view is valid until the book changes; after that a later
+view of the same side may overwrite what it shows. Memory-safety rule: while a view of
+a side is alive, that side's buffer is never freed or reallocated (an export that
+would need a bigger one raises ``BufferError``); updates are never refused because of
+a view.
 
 Whole or nothing: a batch is journaled (side, price, previous size) and rolled back
-when it fails (a crossed result under ``CROSS_RAISE``, or no memory for a block). Only
-if the undo itself runs out of memory is the book cleared, with ``MemoryError``.
-Input is validated before anything is touched.
+when it fails (a crossed result under ``CROSS_RAISE``, or no memory for a block). The
+undo may need blocks (moving the window back up hands levels to the far blocks); only
+if that allocation fails is the book cleared, with ``MemoryError``. Input is
+validated before anything is touched.
 """
 from cpython.ref cimport Py_INCREF, PyObject, PyTypeObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
@@ -57,8 +65,8 @@ cimport numpy as cnp
 from engine._core.types cimport Level, LevelUpdate, SIDE_BID, SIDE_ASK
 from engine._core.instrument cimport Instrument
 from engine._core.book_side cimport (
-    engine_i128, Block, BookSide, BlockPool, SideCursor, BLOCK_LEVELS, INITIAL_SPARE, INITIAL_SLOTS, WINDOW_TICKS,
-    WINDOW_WORDS, BK_OK, book_worse, side_mask, side_best, side_best_price, side_qty, side_write, side_empty,
+    engine_i128, Block, BookSide, BlockPool, SideCursor, BLOCK_LEVELS, INITIAL_SPARE, INITIAL_SLOTS,
+    WINDOW_TICKS_DEFAULT, WINDOW_TICKS_MIN, WINDOW_TICKS_MAX, BK_OK, book_worse, side_mask, side_best, side_best_price, side_qty, side_write, side_empty,
     side_load, side_load_blocks, side_top_qty, cursor_start, cursor_next, cursor_skip, window_drop_worst,
     far_drop_worst, far_ensure_slots, blocks_for, pool_reserve, side_copy_top,
 )
@@ -137,7 +145,11 @@ cdef class OrderBook:
     - ``max_depth``: keep at most this many levels a side (the worst are dropped after
       each update); 0 keeps everything.
 
-    Memory: a 1,024-tick window per side (8 KiB each) for the levels at the touch;
+    - ``window_ticks``: ticks each side direct-indexes at its touch (a power of two,
+      64 to 1,048,576; 8 bytes a tick per side). Changes within it are O(1); a wider
+      window keeps more of a sparse book's activity there, at a fixed memory cost.
+
+    Memory: a window per side (32 KiB each by default) for the levels at the touch;
     deeper levels in blocks of 128 levels (16 bytes each), a quarter to fully used,
     carved from slabs that grow by half and are kept (like a vector's capacity) until
     the book is dropped; released blocks are reused, so the steady state allocates
@@ -154,12 +166,17 @@ cdef class OrderBook:
             s.wbase = 0
             s.wcount = s.nblocks = s.count = 0
             s.wbest = -1
+            s.calm = 0
+            s.moves = 0
             s.slots = INITIAL_SLOTS
-            s.wqty = <int64_t*>PyMem_RawCalloc(WINDOW_TICKS, sizeof(int64_t))
-            s.wbits = <uint64_t*>PyMem_RawCalloc(WINDOW_WORDS, sizeof(uint64_t))
+            s.wticks = 0
+            s.wqty = NULL
+            s.wbits = NULL
+            if _alloc_window(s, WINDOW_TICKS_DEFAULT) < 0:
+                raise MemoryError()
             s.blocks = <Block*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(Block))
             s.tops = <int64_t*>PyMem_RawMalloc(INITIAL_SLOTS * sizeof(int64_t))
-            if s.wqty == NULL or s.wbits == NULL or s.blocks == NULL or s.tops == NULL:
+            if s.blocks == NULL or s.tops == NULL:
                 raise MemoryError()
             self.xbuf[k] = NULL
             self.xcap[k] = self.xlen[k] = self.xviews[k] = 0
@@ -171,11 +188,23 @@ cdef class OrderBook:
         if pool_reserve(&self.pool, INITIAL_SPARE) != BK_OK:
             raise MemoryError()
 
-    def __init__(self, Instrument instrument not None, *, int cross_policy=0, Py_ssize_t max_depth=0):
+    def __init__(self, Instrument instrument not None, *, int cross_policy=0, Py_ssize_t max_depth=0,
+                 Py_ssize_t window_ticks=WINDOW_TICKS_DEFAULT):
+        cdef int k
         if cross_policy < 0 or cross_policy > 2:
             raise BookError(f"cross_policy {cross_policy!r}: expected CrossPolicy.RAISE, PRUNE or ALLOW")
         if max_depth < 0:
             raise BookError(f"max_depth {max_depth}: must be >= 0 (0 means unlimited)")
+        if (window_ticks < WINDOW_TICKS_MIN or window_ticks > WINDOW_TICKS_MAX
+                or window_ticks & (window_ticks - 1)):
+            raise BookError(f"window_ticks {window_ticks}: expected a power of two from "
+                            f"{WINDOW_TICKS_MIN} to {WINDOW_TICKS_MAX}")
+        if window_ticks != self.sides[0].wticks:
+            if self.sides[0].count or self.sides[1].count:
+                raise BookError("window_ticks can only change while the book is empty")
+            for k in range(2):
+                if _alloc_window(&self.sides[k], window_ticks) < 0:
+                    raise MemoryError()
         self.instrument = instrument
         self.cross_policy = cross_policy
         self.max_depth = max_depth
@@ -357,7 +386,7 @@ cdef class OrderBook:
         cdef Py_ssize_t need = 0
         for k in range(2):
             held += self.sides[k].nblocks
-            need += side_load_blocks(self.sides[k].mask, bids if k == SIDE_BID else asks, counts[k])
+            need += side_load_blocks(&self.sides[k], bids if k == SIDE_BID else asks, counts[k])
             # Index room (24 bytes a block) for the book to grow a lot without reallocating.
             self._raise_status(far_ensure_slots(&self.sides[k], 4 * blocks_for(counts[k])))
         self._reserve_blocks(need - held)
@@ -493,8 +522,8 @@ cdef class OrderBook:
     def set(self, int side, int64_t price_ticks, int64_t qty_lots):
         """Set the size at a price on one side; ``qty_lots == 0`` deletes the level.
 
-        O(1) within 1,024 ticks of the touch, O(log n + 128) deeper (see the module
-        docstring for the window that makes it so). Raises ``BookError`` (bad side,
+        O(1) within the window at the touch (``window_ticks``), O(log n + 128) deeper
+        (see the module docstring). Raises ``BookError`` (bad side,
         negative size), ``BookCrossedError`` (policy RAISE) or ``MemoryError``; on error
         the book is unchanged."""
         self.set_level(side, price_ticks, qty_lots)
@@ -639,15 +668,15 @@ cdef class OrderBook:
         return self.sides[0].count + self.sides[1].count
 
     def qty_at(self, int side, int64_t price_ticks):
-        """Size in lots at a price on a side (0 when no level). O(1) within 1,024 ticks
-        of the touch, O(log n) deeper."""
+        """Size in lots at a price on a side (0 when no level). O(1) within the window
+        at the touch, O(log n) deeper."""
         _check_side(side)
         return side_qty(&self.sides[side], price_ticks)
 
     def level(self, int side, Py_ssize_t index):
         """The index-th best level ``(price_ticks, qty_lots)`` (0 is the best).
-        O(16 + index / 128): whole bitmap words and blocks are skipped. Raises
-        IndexError past the last level."""
+        O(window_ticks / 64 + index / 128): whole bitmap words and blocks are skipped.
+        Raises IndexError past the last level."""
         _check_side(side)
         cdef const BookSide* s = &self.sides[side]
         cdef SideCursor c
@@ -666,10 +695,10 @@ cdef class OrderBook:
 
         ``copy=False`` returns a read-only view of a buffer the book owns, with no
         array data allocated: the top ``n`` levels are copied into the side's export
-        buffer (O(n)), or, while the book is unchanged since the last such export,
-        the buffer is reused as it is (O(1)). The view shows the levels as they were
-        when it was made, until the next ``copy=False`` export of that side after a
-        change refills the buffer; it never shows freed memory:
+        buffer (O(n)), or, while the book is unchanged since that buffer was filled
+        with at least ``n``, it is reused as it is (O(1)). The view is valid until the
+        next change of the book; after that a later ``copy=False`` export of the same
+        side may overwrite what it shows. It never shows freed memory:
 
         - while any view of a side is alive the book frees and reallocates no export
           buffer of that side; an export that needs a bigger one then raises
@@ -707,6 +736,18 @@ cdef class OrderBook:
         self.xviews[side] += 1
         cnp.set_array_base(arr, owner)
         return arr
+
+    @property
+    def window_ticks(self):
+        """Ticks each side direct-indexes at its touch (see the class docstring)."""
+        return self.sides[SIDE_BID].wticks
+
+    @property
+    def window_moves(self):
+        """Times a side's window has moved to follow the market (both sides). Each move
+        costs O(window_ticks); if this grows by more than about one per thousand
+        updates, a wider ``window_ticks`` keeps more of the activity in the window."""
+        return self.sides[SIDE_BID].moves + self.sides[SIDE_ASK].moves
 
     @property
     def live_views(self):
@@ -827,7 +868,8 @@ cdef class OrderBook:
     def memory_bytes(self):
         """Bytes of level memory held: windows, far-block slabs, block index, export
         buffers and journal, excluding the Python object. O(1)."""
-        return (2 * (WINDOW_TICKS * sizeof(int64_t) + WINDOW_WORDS * sizeof(uint64_t))
+        cdef Py_ssize_t wticks = self.sides[0].wticks + self.sides[1].wticks
+        return (wticks * sizeof(int64_t) + (wticks >> 6) * sizeof(uint64_t)
                 + self.pool.slab_levels * sizeof(Level)
                 + (self.sides[0].slots + self.sides[1].slots) * (sizeof(Block) + sizeof(int64_t))
                 + (self.xcap[0] + self.xcap[1]) * sizeof(Level)
@@ -841,7 +883,7 @@ cdef class OrderBook:
         and all worse than the window, each cached block top equal to the block's last
         price; counts add up; no level has size <= 0. Also: the spare list and slabs
         account for every block; max_depth is respected; the book is not crossed
-        (unless ALLOW). O(n + 1,024)."""
+        (unless ALLOW). O(n + window_ticks)."""
         cdef int k
         cdef Py_ssize_t i, j, o, total, wcount, wbest, held = 0, spares = 0
         cdef const BookSide* s
@@ -853,11 +895,11 @@ cdef class OrderBook:
             s = &self.sides[k]
             if s.is_bid != (k == SIDE_BID) or s.mask != side_mask(s.is_bid):
                 raise AssertionError(f"side {k}: is_bid flag or mask wrong")
-            if s.wbase > INT64_MAX - (WINDOW_TICKS - 1):
+            if s.wbase > INT64_MAX - (s.wticks - 1):
                 raise AssertionError(f"side {k}: window base {s.wbase} runs past the int64 range")
             wcount = 0
             wbest = -1
-            for o in range(WINDOW_TICKS):
+            for o in range(s.wticks):
                 bit = (s.wbits[o >> 6] >> (o & 63)) & 1
                 if s.wqty[o] < 0 or bit != (s.wqty[o] != 0):
                     raise AssertionError(f"side {k}: window offset {o} has size {s.wqty[o]}, bit {bit}")
@@ -910,6 +952,23 @@ cdef class OrderBook:
                 f"best_bid={self.best_bid()!r}, best_ask={self.best_ask()!r})")
 
 
+cdef int _alloc_window(BookSide* s, Py_ssize_t wticks) noexcept:
+    """Give an empty side a zeroed window of wticks ticks (freeing the old one); -1 when
+    out of memory (the old window is kept)."""
+    cdef int64_t* wqty = <int64_t*>PyMem_RawCalloc(<size_t>wticks, sizeof(int64_t))
+    cdef uint64_t* wbits = <uint64_t*>PyMem_RawCalloc(<size_t>(wticks >> 6), sizeof(uint64_t))
+    if wqty == NULL or wbits == NULL:
+        PyMem_RawFree(wqty)
+        PyMem_RawFree(wbits)
+        return -1
+    PyMem_RawFree(s.wqty)
+    PyMem_RawFree(s.wbits)
+    s.wqty = wqty
+    s.wbits = wbits
+    s.wticks = wticks
+    return 0
+
+
 cdef inline int _check_side(int side) except -1:
     if side != SIDE_BID and side != SIDE_ASK:
         raise BookError(f"side {side!r}: expected Side.BID (0) or Side.ASK (1)")
@@ -921,13 +980,15 @@ cdef object _as_array(object values, int typenum, str name):
 
     Fast path: such an ndarray is returned as is (no numpy calls). Otherwise any
     integer array converts if it can do so without loss (sides are range-checked
-    first, as they are narrowed to int8)."""
+    first, as they are narrowed to int8), and an empty one of any dtype is fine."""
     if (type(values) is cnp.ndarray and cnp.PyArray_NDIM(values) == 1
             and cnp.PyArray_TYPE(values) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(values)):
         return values
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise BookError(f"{name}: expected a 1-d array, got {arr.ndim} dimensions")
+    if arr.size == 0:
+        return np.empty(0, np.int8 if typenum == cnp.NPY_INT8 else np.int64)  # [] is float64 to numpy
     if arr.dtype.kind not in "iu":
         raise BookError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     if typenum == cnp.NPY_INT8:

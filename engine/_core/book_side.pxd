@@ -18,11 +18,14 @@ cdef extern from *:
     int engine_clz64(uint64_t x) noexcept nogil        # x != 0
     int engine_popcount64(uint64_t x) noexcept nogil
 
+# The window's size is per book (a power of two, `wticks`); from it: a re-base leaves
+# wticks / 4 free ticks above the best, and once wticks / 4 writes have gone by since the
+# last re-base, deleting the best so that the next one sits below wticks / 8 moves the
+# window down (the wait keeps a best that flickers over a gap from re-basing every time).
 cdef enum:
-    WINDOW_TICKS = 1024                    # ticks the direct-indexed window covers
-    WINDOW_WORDS = WINDOW_TICKS // 64      # its occupancy bitmap, in 64-bit words
-    WINDOW_HEADROOM = WINDOW_TICKS // 4    # free ticks above the best after a re-base
-    WINDOW_FLOOR = WINDOW_TICKS // 8       # a best below this offset re-bases the window down
+    WINDOW_TICKS_DEFAULT = 4096
+    WINDOW_TICKS_MIN = 64
+    WINDOW_TICKS_MAX = 1 << 20
     BLOCK_LEVELS = 128                     # capacity of a block
     BLOCK_FILL = BLOCK_LEVELS * 3 // 4     # fill of loaded blocks; largest merge result
     BLOCK_LOW = BLOCK_LEVELS // 4          # a smaller block merges or borrows
@@ -48,10 +51,11 @@ ctypedef struct Block:
 #
 # Window: the levels with key >= wbase, direct-indexed: wqty[key - wbase] is the size
 # at that price (0: no level) and bit (key - wbase) of wbits is set iff it is non-zero.
-# No level has a key above the window (wbase + WINDOW_TICKS - 1 <= INT64_MAX, so no
-# offset overflows). When the side is not empty its best level is in the window
-# (wcount > 0), at offset wbest (-1 when the window is empty). wqty and wbits are
-# PyMem_RawCalloc'd once, owned by the OrderBook, and never reallocated.
+# No level has a key above the window (wbase + wticks - 1 <= INT64_MAX, so no offset
+# overflows). When the side is not empty its best level is in the window (wcount > 0),
+# at offset wbest (-1 when the window is empty). wqty (wticks entries) and wbits
+# (wticks / 64 words) are PyMem_RawCalloc'd by the OrderBook, which owns them; they
+# are reallocated only while the side is empty (OrderBook.__init__).
 #
 # Far: the levels with key < wbase, as a sorted sequence of non-empty blocks, worst
 # first, so the far best is the last level of the last block. `blocks` and `tops`
@@ -64,6 +68,9 @@ ctypedef struct BookSide:
     int64_t wbase
     Py_ssize_t wcount
     Py_ssize_t wbest
+    Py_ssize_t wticks     # window size in ticks: a power of two
+    Py_ssize_t calm       # window writes since the last re-base
+    uint64_t moves        # re-bases so far (a diagnostic: OrderBook.window_moves)
     Block* blocks
     int64_t* tops
     Py_ssize_t nblocks
@@ -148,14 +155,15 @@ cdef inline uint64_t book_gap(bint is_bid, int64_t better, int64_t price_ticks) 
     return <uint64_t>(better ^ m) - <uint64_t>(price_ticks ^ m)
 
 
-cdef inline int64_t window_base_for(int64_t key) noexcept nogil:
-    """Window base that puts `key` WINDOW_HEADROOM ticks below the window top,
-    clamped so the window stays inside the int64 range."""
-    if key < INT64_MIN + (WINDOW_TICKS - WINDOW_HEADROOM):
+cdef inline int64_t window_base_for(const BookSide* s, int64_t key) noexcept nogil:
+    """Window base that puts `key` wticks / 4 ticks below the window top, clamped so the
+    window stays inside the int64 range."""
+    cdef int64_t below = s.wticks - (s.wticks >> 2)
+    if key < INT64_MIN + below:
         return INT64_MIN
-    key -= WINDOW_TICKS - WINDOW_HEADROOM
-    if key > INT64_MAX - (WINDOW_TICKS - 1):
-        return INT64_MAX - (WINDOW_TICKS - 1)
+    key -= below
+    if key > INT64_MAX - (s.wticks - 1):
+        return INT64_MAX - (s.wticks - 1)
     return key
 
 
@@ -271,7 +279,7 @@ cdef inline int64_t side_qty(const BookSide* s, int64_t price_ticks) noexcept no
     cdef int64_t key = price_ticks ^ s.mask
     cdef uint64_t o = <uint64_t>key - <uint64_t>s.wbase
     cdef Py_ssize_t j, i
-    if o < WINDOW_TICKS:
+    if o < <uint64_t>s.wticks:
         return s.wqty[o]
     if key > s.wbase or s.nblocks == 0:
         return 0
@@ -628,7 +636,7 @@ cdef inline void window_rebuild(BookSide* s) noexcept nogil:
     cdef Py_ssize_t w, t, o = 0, count = 0
     cdef uint64_t bits
     s.wbest = -1
-    for w in range(WINDOW_WORDS):
+    for w in range(s.wticks >> 6):
         bits = 0
         for t in range(64):
             if s.wqty[o] != 0:
@@ -663,31 +671,35 @@ cdef inline void window_pull_far(BookSide* s, BlockPool* pool) noexcept nogil:
         s.nblocks -= 1       # the last index entry: nothing to move
 
 
-cdef inline void far_push_window(BookSide* s, BlockPool* pool, Py_ssize_t m, Py_ssize_t moved) noexcept nogil:
-    """Append the `moved` levels at window offsets [0, m) above the far blocks (they are
-    better than every far level), as blocks_for(moved) evenly filled blocks (room
-    reserved). Counts are the caller's."""
-    cdef Py_ssize_t pieces = blocks_for(moved), k = 0, size, filled = 0, start = 0, o
-    cdef Py_ssize_t j = s.nblocks
-    cdef Level* blk = pool_take(pool)
-    size = moved // pieces
+cdef inline Py_ssize_t blocks_to_push(Py_ssize_t n) noexcept nogil:
+    """Blocks far_push_window may take for n levels."""
+    return (n + BLOCK_LEVELS - 1) // BLOCK_LEVELS
+
+
+cdef inline void far_push_window(BookSide* s, BlockPool* pool, Py_ssize_t m) noexcept nogil:
+    """Append the levels at window offsets [0, m) above the far blocks (they are better
+    than every far level): first into the room of the top far block, then into new
+    blocks filled to capacity (blocks_to_push of them reserved), so a rising market
+    that hands down a few levels per re-base does not leave a trail of small blocks.
+    Counts are the caller's."""
+    cdef Py_ssize_t o
+    cdef Block* b = NULL
+    if s.nblocks > 0 and s.blocks[s.nblocks - 1].count < BLOCK_LEVELS:
+        b = &s.blocks[s.nblocks - 1]
     for o in range(m):
         if s.wqty[o] == 0:
             continue
-        blk[filled].price_ticks = (s.wbase + o) ^ s.mask
-        blk[filled].qty_lots = s.wqty[o]
-        filled += 1
-        if filled == size:
-            s.blocks[j + k].levels = blk
-            s.blocks[j + k].count = size
-            s.tops[j + k] = blk[size - 1].price_ticks
-            start += size
-            k += 1
-            filled = 0
-            if k < pieces:
-                size = (moved - start) // (pieces - k)
-                blk = pool_take(pool)
-    s.nblocks += pieces
+        if b == NULL:
+            b = &s.blocks[s.nblocks]
+            b.levels = pool_take(pool)
+            b.count = 0
+            s.nblocks += 1
+        b.levels[b.count].price_ticks = (s.wbase + o) ^ s.mask
+        b.levels[b.count].qty_lots = s.wqty[o]
+        b.count += 1
+        s.tops[s.nblocks - 1] = b.levels[b.count - 1].price_ticks
+        if b.count == BLOCK_LEVELS:
+            b = NULL
 
 
 cdef inline int side_rebase(BookSide* s, BlockPool* pool, int64_t new_base) noexcept nogil:
@@ -700,44 +712,51 @@ cdef inline int side_rebase(BookSide* s, BlockPool* pool, int64_t new_base) noex
     cdef uint64_t d
     cdef Py_ssize_t m, o, moved = 0
     cdef int status
+    cdef Py_ssize_t w = s.wticks
     if new_base > s.wbase:
         d = <uint64_t>new_base - <uint64_t>s.wbase
-        m = WINDOW_TICKS if d >= WINDOW_TICKS else <Py_ssize_t>d
+        m = w if d >= <uint64_t>w else <Py_ssize_t>d
         for o in range(m):
             moved += s.wqty[o] != 0
         if moved:
-            status = far_reserve(s, pool, blocks_for(moved))
+            status = far_reserve(s, pool, blocks_to_push(moved))
             if status != BK_OK:
                 return status
-            far_push_window(s, pool, m, moved)
-        memmove(s.wqty, s.wqty + m, <size_t>(WINDOW_TICKS - m) * sizeof(int64_t))
-        memset(s.wqty + WINDOW_TICKS - m, 0, <size_t>m * sizeof(int64_t))
+            far_push_window(s, pool, m)
+        memmove(s.wqty, s.wqty + m, <size_t>(w - m) * sizeof(int64_t))
+        memset(s.wqty + w - m, 0, <size_t>m * sizeof(int64_t))
         s.wbase = new_base
     elif new_base < s.wbase:
         d = <uint64_t>s.wbase - <uint64_t>new_base
-        m = WINDOW_TICKS if d >= WINDOW_TICKS else <Py_ssize_t>d
-        memmove(s.wqty + m, s.wqty, <size_t>(WINDOW_TICKS - m) * sizeof(int64_t))
+        m = w if d >= <uint64_t>w else <Py_ssize_t>d
+        memmove(s.wqty + m, s.wqty, <size_t>(w - m) * sizeof(int64_t))
         memset(s.wqty, 0, <size_t>m * sizeof(int64_t))
         s.wbase = new_base
         window_pull_far(s, pool)
     else:
         return BK_OK
     window_rebuild(s)
+    s.calm = 0
+    s.moves += 1
     return BK_OK
 
 
 cdef inline void side_recentre(BookSide* s, BlockPool* pool) noexcept nogil:
-    """The best was deleted and the new one (if any) sits low in the window: move the
-    window down so the best is WINDOW_HEADROOM below its top again, pulling levels up
-    from the far blocks. Keeps the best in the window; never fails."""
+    """The best was deleted and the new one (if any) sits below wticks / 8 in the
+    window: move the window down so the best is wticks / 4 below its top again, pulling
+    levels up from the far blocks. An empty window always moves (the best must be in
+    it); one with levels only once wticks / 4 writes have passed since the last re-base.
+    Never fails."""
     cdef int64_t key, new_base
     if s.wcount > 0:
+        if s.calm < s.wticks >> 2:
+            return
         key = s.wbase + s.wbest
     elif s.nblocks > 0:
         key = s.tops[s.nblocks - 1] ^ s.mask
     else:
         return
-    new_base = window_base_for(key)
+    new_base = window_base_for(s, key)
     if new_base < s.wbase:
         side_rebase(s, pool, new_base)
 
@@ -756,10 +775,11 @@ cdef inline void window_set(BookSide* s, BlockPool* pool, Py_ssize_t o, int64_t 
     word[0] = (word[0] & ~bit) | (bit & (<uint64_t>0 - <uint64_t>present))
     s.wcount += change
     s.count += change
+    s.calm += 1
     s.wbest = o if better else s.wbest
     if (o == s.wbest) & (not present):
         s.wbest = window_highest_below(s, o)
-        if s.wbest < WINDOW_FLOOR:
+        if s.wbest < s.wticks >> 3:
             side_recentre(s, pool)
 
 
@@ -774,9 +794,10 @@ cdef inline int side_write_outside(BookSide* s, BlockPool* pool, int64_t key, in
     if qty_lots == 0:
         return BK_OK
     if s.wcount == 0:
-        s.wbase = window_base_for(key)   # empty side: nothing to move
+        s.wbase = window_base_for(s, key)   # empty side: nothing to move
+        s.calm = 0
     else:
-        status = side_rebase(s, pool, window_base_for(key))
+        status = side_rebase(s, pool, window_base_for(s, key))
         if status != BK_OK:
             return status
     window_set(s, pool, <Py_ssize_t>(<uint64_t>key - <uint64_t>s.wbase), qty_lots, old_qty_lots)
@@ -789,7 +810,7 @@ cdef inline int side_write(BookSide* s, BlockPool* pool, int64_t price_ticks, in
     *old_qty_lots. Only a change that needs blocks can fail, and then nothing changed."""
     cdef int64_t key = price_ticks ^ s.mask
     cdef uint64_t o = <uint64_t>key - <uint64_t>s.wbase
-    if o >= WINDOW_TICKS or s.wcount == 0:
+    if o >= <uint64_t>s.wticks or s.wcount == 0:
         return side_write_outside(s, pool, key, price_ticks, qty_lots, old_qty_lots)
     window_set(s, pool, <Py_ssize_t>o, qty_lots, old_qty_lots)
     return BK_OK
@@ -819,30 +840,30 @@ cdef inline void side_empty(BookSide* s, BlockPool* pool) noexcept nogil:
         pool_release(pool, s.blocks[j].levels)
     s.nblocks = 0
     if s.wcount > 0:
-        memset(s.wqty, 0, WINDOW_TICKS * sizeof(int64_t))
-        memset(s.wbits, 0, WINDOW_WORDS * sizeof(uint64_t))
+        memset(s.wqty, 0, <size_t>s.wticks * sizeof(int64_t))
+        memset(s.wbits, 0, <size_t>(s.wticks >> 6) * sizeof(uint64_t))
     s.wcount = 0
     s.wbest = -1
     s.count = 0
 
 
-cdef inline Py_ssize_t side_load_split(int64_t mask, const Level* levels, Py_ssize_t n,
+cdef inline Py_ssize_t side_load_split(const BookSide* s, const Level* levels, Py_ssize_t n,
                                        int64_t* base) noexcept nogil:
     """For n > 0 sorted levels (worst first) loaded into an empty side: the window base
     their best gets (*base), and how many of them are below it (they go to far blocks)."""
     cdef Py_ssize_t split = n
-    base[0] = window_base_for(levels[n - 1].price_ticks ^ mask)
-    while split > 0 and (levels[split - 1].price_ticks ^ mask) >= base[0]:
+    base[0] = window_base_for(s, levels[n - 1].price_ticks ^ s.mask)
+    while split > 0 and (levels[split - 1].price_ticks ^ s.mask) >= base[0]:
         split -= 1
     return split
 
 
-cdef inline Py_ssize_t side_load_blocks(int64_t mask, const Level* levels, Py_ssize_t n) noexcept nogil:
+cdef inline Py_ssize_t side_load_blocks(const BookSide* s, const Level* levels, Py_ssize_t n) noexcept nogil:
     """Blocks side_load takes for these n sorted levels."""
     cdef int64_t base
     if n == 0:
         return 0
-    return blocks_for(side_load_split(mask, levels, n, &base))
+    return blocks_for(side_load_split(s, levels, n, &base))
 
 
 cdef inline void side_load(BookSide* s, BlockPool* pool, const Level* levels, Py_ssize_t n) noexcept nogil:
@@ -851,10 +872,11 @@ cdef inline void side_load(BookSide* s, BlockPool* pool, const Level* levels, Py
     cdef Py_ssize_t split, i
     if n == 0:
         return
-    split = side_load_split(s.mask, levels, n, &s.wbase)
+    split = side_load_split(s, levels, n, &s.wbase)
     if split:
         far_fill(s, pool, levels, split)
     for i in range(split, n):
         s.wqty[<uint64_t>(levels[i].price_ticks ^ s.mask) - <uint64_t>s.wbase] = levels[i].qty_lots
     window_rebuild(s)
+    s.calm = 0
     s.count = n
