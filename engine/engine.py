@@ -165,10 +165,13 @@ class Engine:
         return f"Engine(instruments={list(self.instruments)}, feeds={list(self.feeds)})"
 
     # ---- state ---------------------------------------------------------------------
-    def add_instrument(self, instrument: Instrument, *, max_depth: int = 0) -> OrderBook:
+    def add_instrument(self, instrument: Instrument, *, max_depth: int = 0, window_ticks: int = 4096) -> OrderBook:
         """Register an instrument and create its book (and aggregator). Returns the book.
-        Re-adding the same symbol with the same tick/lot sizes is a no-op; different
-        sizes raise EngineError."""
+        ``max_depth`` and ``window_ticks`` go to the ``OrderBook`` (ticks it indexes
+        directly at the touch: widen it for instruments whose active book spans more
+        ticks, narrow it to save memory across many instruments). Re-adding the same
+        symbol with the same tick/lot sizes is a no-op; different sizes raise
+        EngineError."""
         old = self.instruments.get(instrument.symbol)
         if old is not None:
             if (old.tick_size, old.lot_size) != (instrument.tick_size, instrument.lot_size):
@@ -178,7 +181,7 @@ class Engine:
         self.instruments[instrument.symbol] = instrument
         for acct in self.accounts.values():
             acct.add_instrument(instrument)
-        book = OrderBook(instrument, max_depth=max_depth)
+        book = OrderBook(instrument, max_depth=max_depth, window_ticks=window_ticks)
         self.books[instrument.symbol] = book
         if self.bar_intervals:
             agg = self._make_aggregator(instrument)

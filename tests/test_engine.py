@@ -33,8 +33,9 @@ def test_instruments_and_books() -> None:
     acct = eng.account("A-1")
     assert eng.account("A-1") is acct and acct.position("BTC-USDT").qty_lots == 0
     assert acct.account_id == "A-1" and acct.feed_mode and eng.account("B-2").account_id == "B-2"
-    eng.add_instrument(Instrument("ETH-USDT", "0.01", "0.0001"))
+    eth = eng.add_instrument(Instrument("ETH-USDT", "0.01", "0.0001"), max_depth=50, window_ticks=512)
     assert acct.position("ETH-USDT").qty_lots == 0  # later instruments reach existing accounts
+    assert (eth.max_depth, eth.window_ticks) == (50, 512) and book.window_ticks == 4096
 
 
 def test_registry_and_connect_validation() -> None:
