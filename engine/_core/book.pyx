@@ -121,6 +121,9 @@ cdef object book_i128_to_int(engine_i128 v):
 # Zero-copy export: keeps the book alive and counts itself as a live view.
 # ---------------------------------------------------------------------------
 
+# no_gc_clear: even when the collector breaks a cycle through it, __dealloc__ must
+# still see the book to give back its view count.
+@cython.no_gc_clear
 cdef class _LevelsExport:
     """Owner of a zero-copy levels view: keeps the book (and so the export buffer the
     view points into) alive; while any lives, that side's buffer is not reallocated."""
