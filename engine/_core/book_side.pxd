@@ -633,18 +633,19 @@ cdef inline void far_drop_worst(BookSide* s, BlockPool* pool, Py_ssize_t n) noex
 
 cdef inline void window_rebuild(BookSide* s) noexcept nogil:
     """Bitmap, count and best offset from wqty (after a re-base)."""
-    cdef Py_ssize_t w, t, o = 0, count = 0
+    cdef Py_ssize_t w, t, count = 0
     cdef uint64_t bits
+    cdef const int64_t* q
     s.wbest = -1
     for w in range(s.wticks >> 6):
+        q = s.wqty + (w << 6)
         bits = 0
         for t in range(64):
-            if s.wqty[o] != 0:
-                bits |= <uint64_t>1 << t
-                count += 1
-                s.wbest = o
-            o += 1
+            bits |= <uint64_t>(q[t] != 0) << t
         s.wbits[w] = bits
+        if bits != 0:
+            count += engine_popcount64(bits)
+            s.wbest = (w << 6) + 63 - engine_clz64(bits)
     s.wcount = count
 
 
