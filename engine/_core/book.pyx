@@ -94,7 +94,7 @@ cdef extern from "numpy/arrayobject.h":
 #: numpy dtype mirroring the C ``Level`` struct (test_book checks the sizes match).
 LEVEL_DTYPE = np.dtype([("price", "<i8"), ("qty", "<i8")])
 cdef cnp.dtype _LEVEL_DTYPE = LEVEL_DTYPE
-# Where an empty zero-copy view points (numpy wants a non-NULL data pointer).
+# Where an empty view (copy=False) points (numpy wants a non-NULL data pointer).
 cdef Level _NO_LEVEL
 
 cdef int book_level_cmp_bid(const void* a, const void* b) noexcept nogil:
@@ -125,7 +125,7 @@ cdef object book_i128_to_int(engine_i128 v):
 # still see the book to give back its view count.
 @cython.no_gc_clear
 cdef class _LevelsExport:
-    """Owner of a zero-copy levels view: keeps the book (and so the export buffer the
+    """Owner of a levels view (copy=False): keeps the book (and so the export buffer the
     view points into) alive; while any lives, that side's buffer is not reallocated."""
     cdef OrderBook book
     cdef int side
@@ -156,7 +156,7 @@ cdef class OrderBook:
     deeper levels in blocks of 128 levels (16 bytes each), a quarter to fully used,
     carved from slabs that grow by half and are kept (like a vector's capacity) until
     the book is dropped; released blocks are reused, so the steady state allocates
-    nothing. See ``bids`` for zero-copy views.
+    nothing. See ``bids`` for views (``copy=False``).
     """
 
     def __cinit__(self):
@@ -754,7 +754,7 @@ cdef class OrderBook:
 
     @property
     def live_views(self):
-        """Number of zero-copy views alive, both sides (while a side has any, its export
+        """Number of views (``copy=False``) alive, both sides (while a side has any, its export
         buffer is not reallocated)."""
         return self.xviews[SIDE_BID] + self.xviews[SIDE_ASK]
 
@@ -771,7 +771,7 @@ cdef class OrderBook:
             if self.xviews[side] > 0:
                 raise BufferError(
                     f"{self.instrument.symbol}: a view of {k} {'bids' if side == SIDE_BID else 'asks'} needs a "
-                    f"bigger export buffer (it holds {self.xcap[side]}) but {self.xviews[side]} zero-copy "
+                    f"bigger export buffer (it holds {self.xcap[side]}) but {self.xviews[side]} "
                     "view(s) of it are alive; release them (del the array) or use copy=True")
             cap = k if k > self.xcap[side] * 3 // 2 else self.xcap[side] * 3 // 2
             buf = <Level*>PyMem_RawRealloc(self.xbuf[side], <size_t>cap * sizeof(Level))
