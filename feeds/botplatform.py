@@ -130,7 +130,7 @@ from engine._core.instrument import Instrument
 from engine.errors import DecodeError, FeedError
 from feeds.botplatform_decode import BotPlatformDecoder
 from feeds.symbols import SymbolInfo, SymbolRegistry
-from feeds.venue import CloseDecision, CloseInfo, Endpoint, Reconnect, Terminal, Venue
+from feeds.venue import Endpoint, Venue
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -299,13 +299,9 @@ class BotPlatformVenue(Venue):
             raise FeedError("botplatform venue used before bind()")
         self.decoder.feed(payload, recv_ns)
 
-    def on_close(self, close: CloseInfo) -> CloseDecision:
-        """Terminal close codes and terminal errors stop; everything else reconnects."""
-        if close.error is not None:
-            return Terminal(close.reason) if getattr(close.error, "terminal", False) else Reconnect(close.reason)
-        if close.by_peer and is_terminal_close(close.code):
-            return Terminal(close.reason)
-        return Reconnect(close.reason)
+    def is_terminal_close_code(self, code: int) -> bool:
+        """See the module's ``is_terminal_close``."""
+        return is_terminal_close(code)
 
     def describe(self) -> dict[str, object]:
         """Sequence state and decoder counters (no secrets)."""

@@ -91,7 +91,7 @@ from feeds.cadenza_decode import KIND_ACCOUNT as CH_ACCOUNT
 from feeds.cadenza_decode import KIND_BOOK as CH_BOOK
 from feeds.cadenza_decode import KIND_TRADE as CH_TRADE
 from feeds.cadenza_decode import CadenzaDecoder, Channel
-from feeds.venue import CloseDecision, CloseInfo, Endpoint, Reconnect, Terminal, Venue
+from feeds.venue import Endpoint, Venue
 
 if TYPE_CHECKING:
     from engine.engine import Dispatch, Engine
@@ -218,13 +218,9 @@ class CadenzaVenue(Venue):
         if now_ns - self.feed.last_frame_ns > (self._ping_s + slack) * 1e9:
             raise FeedError(f"no ping from server for {self._ping_s + slack:g} s")
 
-    def on_close(self, close: CloseInfo) -> CloseDecision:
-        """Terminal close codes and terminal errors stop; everything else reconnects."""
-        if close.error is not None:
-            return Terminal(close.reason) if getattr(close.error, "terminal", False) else Reconnect(close.reason)
-        if close.by_peer and is_terminal_close(close.code):
-            return Terminal(close.reason)
-        return Reconnect(close.reason)
+    def is_terminal_close_code(self, code: int) -> bool:
+        """See the module's ``is_terminal_close``."""
+        return is_terminal_close(code)
 
     def describe(self) -> dict[str, object]:
         """Channel offsets and decoder counters (no secrets)."""

@@ -99,7 +99,7 @@ from feeds._hotpath import invoke_callbacks, time_ns
 from feeds.realtime_decode import Quote, RealtimeDecoder
 from feeds.realtime_events import EVENT_TYPES, RealtimeEvent, SessionStarted, decode_event, parse_object
 from feeds.session import SessionOptions, mask_secrets
-from feeds.venue import CloseDecision, CloseInfo, Endpoint, Reconnect, Terminal, Venue
+from feeds.venue import CloseDecision, CloseInfo, Endpoint, Venue
 
 if TYPE_CHECKING:
     from engine.engine import Dispatch, Engine
@@ -413,11 +413,11 @@ class RealtimeVenue(Venue):
         self._ready = False
         self.limiter.fail_all(FeedError(f"{self.name}: connection closed ({close.reason}); "
                                         "chat message not sent"))
-        if close.error is not None:
-            return Terminal(close.reason) if getattr(close.error, "terminal", False) else Reconnect(close.reason)
-        if close.by_peer and close.code in TERMINAL_CLOSE_CODES:
-            return Terminal(close.reason)
-        return Reconnect(close.reason)
+        return super().on_close(close)
+
+    def is_terminal_close_code(self, code: int) -> bool:
+        """4401 and 4403 (see TERMINAL_CLOSE_CODES)."""
+        return code in TERMINAL_CLOSE_CODES
 
     def describe(self) -> dict[str, object]:
         """Quotes, event counts and limiter state (no secrets)."""

@@ -193,11 +193,19 @@ class Venue(abc.ABC):
         """Called every ``heartbeat_interval_s`` while connected: send protocol-level
         pings and check the peer's ones (raise FeedError("no ping ...") to reconnect)."""
 
+    def is_terminal_close_code(self, code: int) -> bool:
+        """Whether a close code the peer sent means "do not reconnect" on this venue.
+        Default: none does."""
+        return False
+
     def on_close(self, close: CloseInfo) -> CloseDecision:
         """Classify a closed connection. Default: a venue FeedError decides by its
-        ``terminal`` flag, anything else reconnects. Must not raise."""
-        error = close.error
-        if error is not None and getattr(error, "terminal", False):
+        ``terminal`` flag; otherwise a close code from the peer that
+        ``is_terminal_close_code`` names stops; anything else reconnects. Must not raise."""
+        if close.error is not None:
+            terminal = getattr(close.error, "terminal", False)
+            return Terminal(close.reason) if terminal else Reconnect(close.reason)
+        if close.by_peer and self.is_terminal_close_code(close.code):
             return Terminal(close.reason)
         return Reconnect(close.reason)
 

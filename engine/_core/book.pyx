@@ -336,11 +336,7 @@ cdef class OrderBook:
         """Apply a decoded frame's changes, whole or nothing."""
         cdef Py_ssize_t i
         cdef int status
-        for i in range(n):
-            if updates[i].side != SIDE_BID and updates[i].side != SIDE_ASK:
-                raise BookError(f"update {i}: side {updates[i].side}: expected 0 (bid) or 1 (ask)")
-            if updates[i].qty_lots < 0:
-                raise BookError(f"update {i}: negative size {updates[i].qty_lots} lots at {updates[i].price_ticks} ticks")
+        _check_updates(updates, n, "update")
         self._begin_batch(n)
         for i in range(n):
             status = self._journaled_write(i, updates[i].side, updates[i].price_ticks, updates[i].qty_lots)
@@ -350,12 +346,7 @@ cdef class OrderBook:
 
     cdef int replace_with(self, const LevelUpdate* levels, Py_ssize_t n) except -1:
         """Replace both sides with a snapshot (any order; zero sizes skipped). Whole or nothing."""
-        cdef Py_ssize_t i
-        for i in range(n):
-            if levels[i].side != SIDE_BID and levels[i].side != SIDE_ASK:
-                raise BookError(f"snapshot level {i}: side {levels[i].side}: expected 0 (bid) or 1 (ask)")
-            if levels[i].qty_lots < 0:
-                raise BookError(f"snapshot level {i}: negative size {levels[i].qty_lots} lots")
+        _check_updates(levels, n, "snapshot level")
         # Sort into scratch first (freed after), so nothing changes before all checks pass.
         cdef Level* scratch = <Level*>PyMem_Malloc(<size_t>(n + 1) * sizeof(Level))
         if scratch == NULL:
@@ -969,6 +960,18 @@ cdef int _alloc_window(BookSide* s, Py_ssize_t wticks) noexcept:
     s.wqty = wqty
     s.wbits = wbits
     s.wticks = wticks
+    return 0
+
+
+cdef int _check_updates(const LevelUpdate* updates, Py_ssize_t n, str what) except -1:
+    """BookError naming the first entry whose side is not BID/ASK or whose size is
+    negative (`what` names the entries: "update", "snapshot level")."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if updates[i].side != SIDE_BID and updates[i].side != SIDE_ASK:
+            raise BookError(f"{what} {i}: side {updates[i].side}: expected 0 (bid) or 1 (ask)")
+        if updates[i].qty_lots < 0:
+            raise BookError(f"{what} {i}: negative size {updates[i].qty_lots} lots at {updates[i].price_ticks} ticks")
     return 0
 
 
